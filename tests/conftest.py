@@ -1,0 +1,14 @@
+"""Test setup: 8 fake CPU devices and parsed absl flags, before JAX is imported."""
+
+import os
+
+# Must be set before jax is first imported anywhere in the test process.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from absl import flags  # noqa: E402
+
+# Grain worker processes and absl-based code need parsed flags.
+if not flags.FLAGS.is_parsed():
+  flags.FLAGS.mark_as_parsed()
