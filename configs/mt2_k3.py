@@ -1,0 +1,16 @@
+r"""mt2 train --config=configs/mt2_k3.py --workdir=/tmp/mt2_k3
+
+K=3 ablation: MT2 plus a third class token, `semitone`, trained by CPSD on the
+circle of semitones (omega = 1/12) while `equivariant` stays on the circle of
+fifths (omega = 7/12). The two equivariant tokens share nothing but the
+backbone; their heads are separate.
+"""
+
+from mt2_jax import config_defaults
+
+
+def get_config(arg=None):
+  config = config_defaults.base_config()
+  config.model.class_tokens = ("equivariant", "contrastive", "semitone")
+  config.losses.cpsd_semitone = dict(kind="cpsd", token="semitone", weight=1.0, omega=1 / 12)
+  return config_defaults.apply_arg(config, arg)

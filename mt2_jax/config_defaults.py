@@ -1,0 +1,152 @@
+"""Shared defaults for `configs/*.py` and the `:ARGS` mini-language.
+
+Config files are loaded by path (`--config=configs/mt2.py:runlocal`), so they
+cannot reliably import each other; they import this module from the package
+instead:
+
+  from mt2_jax import config_defaults as defaults
+
+  def get_config(arg=None):
+    config = defaults.base_config()
+    ...                                    # what makes this experiment
+    return defaults.apply_arg(config, arg)
+
+`arg` is a comma-separated list of presets and `key=value` overrides, as in
+big_vision: `runlocal`, `runlocal,variant=small`, `model.dropout=0.1`,
+`segment_frames=173`. Presets are applied first, then overrides, whatever
+their order in the string, so `variant=small,runlocal` is a small model on
+CPU-sized data.
+"""
+
+import ast
+
+import ml_collections
+
+# Shortcuts for the `key=value` part of `arg`; any dotted path works too.
+ALIASES = {
+    "variant": "model.variant",
+    "dtype": "model.dtype",
+    "segment_frames": "data.segment_frames",
+    "frames": "data.segment_frames",
+    "steps": "total_steps",
+    "batch": "batch_size",
+    "lr": "optim.lr",
+}
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """MT2 as in the paper (DESIGN 1): ViT-1D tiny, K=2 tokens, CPSD + NT-Xent."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.data_dir = ""  # Prepared dataset directory (`mt2 prepare --out`).
+  config.total_steps = 100_000
+  config.batch_size = 128  # Global, in tracks; each track gives 3 views.
+  config.checkpoint_every = 1000
+  config.log_every = 50
+  config.keep_checkpoints = 3
+
+  # STONE's front-end (DESIGN 1.1): 15 s at 22 050 Hz -> 646 frames.
+  config.cqt = dict(sample_rate=22050, fmin=27.5, n_bins=99, bins_per_octave=12, hop_length=512)
+  # 84 of the 99 bins are kept; offsets o in {1..12} need 84 + 12 <= 99.
+  config.data = dict(segment_frames=646, crop_bins=84, max_offset=12, num_workers=2, prefetch_buffer_size=2)
+
+  # The model's num_frames is data.segment_frames and num_bins data.crop_bins.
+  config.model = dict(
+      variant="tiny",
+      class_tokens=("equivariant", "contrastive"),
+      dtype="bfloat16",  # Activations; parameters are always float32.
+      dropout=0.0,
+      # 'full': every token attends to every token (standard ViT, the paper's
+      # reading). 'isolated': class tokens see the frames and themselves only,
+      # frames see frames only, so tokens are independent readouts.
+      class_token_attention="full",
+      remat=False,  # Rematerialise each block in the backward pass (saves memory).
+  )
+
+  # Each loss is bound by name to one class token and owns its head.
+  config.losses = dict(
+      cpsd=dict(kind="cpsd", token="equivariant", weight=1.0, omega=7 / 12),
+      ntxent=dict(
+          kind="ntxent",
+          token="contrastive",
+          weight=1.0,
+          temperature=0.1,
+          projector="none",  # 'none' (NT-Xent on the token) or 'mlp'.
+          projector_dim=128,
+          projector_hidden=1024,
+          include_shift_view=False,  # A' as a third positive view.
+      ),
+  )
+
+  # AdamW, linear warm-up then cosine decay (DESIGN 1.5).
+  config.optim = dict(
+      lr=5e-4, warmup_steps=5000, end_lr=1e-6, b1=0.9, b2=0.98, weight_decay=0.05, grad_clip=1.0)
+
+  config.mesh = dict(data=-1, fsdp=1)  # -1: all remaining devices.
+  config.sharding = "data"  # 'data' (replicated params) or 'fsdp'.
+  return config
+
+
+def runlocal(config: ml_collections.ConfigDict) -> None:
+  """Shrinks a config in place to a run that finishes on a 2-core CPU."""
+  config.model.variant = "test"
+  config.model.dtype = "float32"  # bfloat16 matmuls are emulated on most CPUs.
+  config.data.segment_frames = 128  # About 3 s of audio.
+  config.data.num_workers = 0
+  config.batch_size = 8
+  config.total_steps = 50
+  config.checkpoint_every = 25
+  config.log_every = 5
+  config.optim.warmup_steps = 5
+  for loss in config.losses.values():
+    if "projector_hidden" in loss:
+      loss.projector_hidden = 64
+      loss.projector_dim = 32
+
+
+PRESETS = {"runlocal": runlocal}
+
+
+def _parse_value(text: str):
+  """Python literal if it parses as one (1, 0.5, True, ('a','b')), else str."""
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def _set(config: ml_collections.ConfigDict, path: str, value) -> None:
+  *parents, leaf = path.split(".")
+  node = config
+  for name in parents:
+    if name not in node:
+      raise ValueError(f"config arg: unknown key {path!r} ({name!r} not in config)")
+    node = node[name]
+  if leaf not in node:
+    raise ValueError(f"config arg: unknown key {path!r}")
+  old = node[leaf]
+  # Keep the declared type where the literal is a narrower one (1 -> 1.0).
+  if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+    value = float(value)
+  if isinstance(old, tuple) and isinstance(value, (str, list)):
+    value = (value,) if isinstance(value, str) else tuple(value)
+  node[leaf] = value
+
+
+def apply_arg(config: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
+  """Applies `arg` ('runlocal,variant=small', ...) to `config` and returns it."""
+  if not arg:
+    return config
+  items = [item.strip() for item in arg.split(",") if item.strip()]
+  overrides = []
+  for item in items:
+    if "=" in item:
+      key, value = item.split("=", 1)
+      overrides.append((ALIASES.get(key.strip(), key.strip()), _parse_value(value.strip())))
+    elif item in PRESETS:
+      PRESETS[item](config)
+    else:
+      raise ValueError(f"config arg: unknown preset {item!r}; known: {sorted(PRESETS)}")
+  for path, value in overrides:
+    _set(config, path, value)
+  return config

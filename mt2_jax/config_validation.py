@@ -1,0 +1,172 @@
+"""Checks a config before anything expensive starts; errors name the bad key.
+
+`validate(config)` runs every registered check. A check is a function
+`check(config) -> None` that raises `ValueError("config.<key>: why")`;
+register more with `@register` (e.g. dataset or device checks that need the
+data directory or `jax.devices()`), or pass them as `extra_checks`.
+"""
+
+import math
+from typing import Callable, Iterable
+
+from mt2_jax import model as model_lib
+
+Check = Callable[[object], None]
+CHECKS: list[Check] = []
+
+DTYPES = ("bfloat16", "float16", "float32")
+SHARDINGS = ("data", "fsdp")
+CLASS_TOKEN_ATTENTION = ("full", "isolated")
+
+
+def register(check: Check) -> Check:
+  """Decorator: adds `check` to the checks `validate` runs."""
+  CHECKS.append(check)
+  return check
+
+
+def validate(config, extra_checks: Iterable[Check] = ()) -> None:
+  """Raises ValueError naming the offending key if `config` is not runnable."""
+  for check in [*CHECKS, *extra_checks]:
+    check(config)
+
+
+def _fail(key: str, message: str):
+  raise ValueError(f"config.{key}: {message}")
+
+
+def _get(config, key: str):
+  node = config
+  for name in key.split("."):
+    if name not in node:
+      _fail(key, "missing")
+    node = node[name]
+  return node
+
+
+def _positive_int(config, key: str) -> int:
+  value = _get(config, key)
+  if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    _fail(key, f"must be a positive integer, got {value!r}")
+  return value
+
+
+def _number(config, key: str, low=None, high=None, low_open=False, high_open=False) -> float:
+  value = _get(config, key)
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    _fail(key, f"must be a finite number, got {value!r}")
+  if low is not None and (value < low or (low_open and value == low)):
+    _fail(key, f"must be {'>' if low_open else '>='} {low}, got {value!r}")
+  if high is not None and (value > high or (high_open and value == high)):
+    _fail(key, f"must be {'<' if high_open else '<='} {high}, got {value!r}")
+  return value
+
+
+@register
+def check_sizes(config) -> None:
+  for key in ("total_steps", "batch_size", "checkpoint_every", "log_every", "keep_checkpoints",
+              "cqt.sample_rate", "cqt.n_bins", "cqt.bins_per_octave", "cqt.hop_length",
+              "data.segment_frames", "data.crop_bins", "data.max_offset"):
+    _positive_int(config, key)
+  _number(config, "cqt.fmin", low=0, low_open=True)
+  for key in ("data.num_workers", "data.prefetch_buffer_size"):
+    value = _get(config, key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+      _fail(key, f"must be an integer >= 0, got {value!r}")
+
+
+@register
+def check_crop(config) -> None:
+  crop, offset, n_bins = config.data.crop_bins, config.data.max_offset, config.cqt.n_bins
+  if crop + offset > n_bins:
+    _fail("data.crop_bins", f"crop_bins + max_offset = {crop} + {offset} exceeds cqt.n_bins = {n_bins}")
+
+
+@register
+def check_model(config) -> None:
+  model = config.model
+  if model.variant not in model_lib.VARIANTS:
+    _fail("model.variant", f"unknown {model.variant!r}; known: {sorted(model_lib.VARIANTS)}")
+  if model.dtype not in DTYPES:
+    _fail("model.dtype", f"unknown {model.dtype!r}; known: {DTYPES}")
+  _number(config, "model.dropout", low=0, high=1, high_open=True)
+  if model.get("class_token_attention", "full") not in CLASS_TOKEN_ATTENTION:
+    _fail("model.class_token_attention",
+          f"unknown {model.class_token_attention!r}; known: {CLASS_TOKEN_ATTENTION}")
+  tokens = model.class_tokens
+  if isinstance(tokens, str) or not tokens:
+    _fail("model.class_tokens", f"must be a non-empty tuple of names, got {tokens!r}")
+  for name in tokens:
+    # Names become output keys `cls_<name>`; 'mean' would clash with cls_mean.
+    if not isinstance(name, str) or not name.isidentifier() or name == "mean":
+      _fail("model.class_tokens", f"{name!r} is not a valid token name (an identifier, not 'mean')")
+  if len(set(tokens)) != len(tokens):
+    _fail("model.class_tokens", f"names must be unique, got {tuple(tokens)}")
+
+
+@register
+def check_losses(config) -> None:
+  if not config.losses:
+    _fail("losses", "at least one loss is needed")
+  tokens = tuple(config.model.class_tokens)
+  for name, loss in config.losses.items():
+    key = f"losses.{name}"
+    if "kind" not in loss:
+      _fail(f"{key}.kind", "missing")
+    if loss.kind not in model_lib.LOSS_KINDS:
+      _fail(f"{key}.kind", f"unknown {loss.kind!r}; known: {model_lib.LOSS_KINDS}")
+    if loss.get("token") not in tokens:
+      _fail(f"{key}.token", f"{loss.get('token')!r} is not in model.class_tokens {tokens}")
+    _number(config, f"{key}.weight", low=0)
+    if loss.kind == "cpsd":
+      _number(config, f"{key}.omega", low=0, high=1, low_open=True, high_open=True)
+      if config.cqt.bins_per_octave != 12:
+        _fail("cqt.bins_per_octave", "cpsd needs semitone bins (12 per octave): shifts are pitch classes")
+      if config.data.max_offset < 12:
+        _fail("data.max_offset", f"cpsd needs offsets 1..12 for every pitch-class shift, "
+              f"got {config.data.max_offset}")
+    elif loss.kind == "ntxent":
+      _number(config, f"{key}.temperature", low=0, low_open=True)
+      projector = loss.get("projector", "none")
+      if projector not in model_lib.PROJECTORS:
+        _fail(f"{key}.projector", f"unknown {projector!r}; known: {model_lib.PROJECTORS}")
+      if projector == "mlp":
+        _positive_int(config, f"{key}.projector_dim")
+        _positive_int(config, f"{key}.projector_hidden")
+      if config.batch_size < 2:
+        _fail("batch_size", f"ntxent needs negatives: batch_size >= 2, got {config.batch_size}")
+
+
+@register
+def check_optim(config) -> None:
+  lr = _number(config, "optim.lr", low=0, low_open=True)
+  _number(config, "optim.end_lr", low=0, high=lr)
+  warmup = _get(config, "optim.warmup_steps")
+  if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+    _fail("optim.warmup_steps", f"must be an integer >= 0, got {warmup!r}")
+  if warmup >= config.total_steps:
+    _fail("optim.warmup_steps", f"{warmup} is not below total_steps = {config.total_steps}")
+  _number(config, "optim.b1", low=0, high=1, high_open=True)
+  _number(config, "optim.b2", low=0, high=1, high_open=True)
+  _number(config, "optim.weight_decay", low=0)
+  _number(config, "optim.grad_clip", low=0)  # 0 disables clipping.
+
+
+@register
+def check_mesh(config) -> None:
+  if config.sharding not in SHARDINGS:
+    _fail("sharding", f"unknown {config.sharding!r}; known: {SHARDINGS}")
+  sizes = {}
+  for axis in ("data", "fsdp"):
+    size = _get(config, f"mesh.{axis}")
+    if isinstance(size, bool) or not isinstance(size, int) or (size <= 0 and size != -1):
+      _fail(f"mesh.{axis}", f"must be a positive integer or -1 (all remaining devices), got {size!r}")
+    sizes[axis] = size
+  if list(sizes.values()).count(-1) > 1:
+    _fail("mesh", "at most one axis may be -1")
+  fsdp = sizes["fsdp"]
+  if config.sharding == "fsdp" and fsdp > 0 and config.model.variant in model_lib.VARIANTS:
+    width = model_lib.VARIANTS[config.model.variant]["width"]
+    if width % fsdp:
+      _fail("mesh.fsdp", f"the embedding width {width} of variant {config.model.variant!r} "
+            f"is not divisible by {fsdp}")

@@ -1,0 +1,103 @@
+"""The two pretext losses of MT2, each returning `(loss, aux)` in float32.
+
+- `cpsd`: STONE's cross-power spectral density loss on key-signature profiles
+  (DESIGN 1.4), equivariant to transposition on a circle (fifths: omega=7/12;
+  semitones: omega=1/12).
+- `nt_xent`: SimCLR's normalised-temperature cross-entropy. Called under
+  `jit` on a globally sharded batch it contrasts against the whole global
+  batch: XLA inserts the gathers, nothing is written per device.
+"""
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+
+
+def _circle(y, omega):
+  """y: [B, Q] profile -> (re, im) of z = sum_q y[q] exp(2j*pi*omega*q), [B] each."""
+  angle = 2 * jnp.pi * omega * jnp.arange(y.shape[-1], dtype=jnp.float32)
+  y = y.astype(jnp.float32)
+  return y @ jnp.cos(angle), y @ jnp.sin(angle)
+
+
+def _cross(z1, z2):
+  """z1 * conj(z2) for (re, im) pairs."""
+  (a, b), (c, d) = z1, z2
+  return a * c + b * d, b * c - a * d
+
+
+def _sq_dist(target, z):
+  """|target - z|^2 for (re, im) pairs, [B]."""
+  return (target[0] - z[0]) ** 2 + (target[1] - z[1]) ** 2
+
+
+def cpsd(y_a, y_b, y_a_shift, shift, omega: float = 7 / 12):
+  """STONE's CPSD loss.
+
+  Args:
+    y_a, y_b, y_a_shift: [B, 12] key-signature profiles (softmax outputs) of
+      segment A, segment B (same key as A) and A transposed.
+    shift: int [B], d = t - o in [-11, 11]: pitch class q of A appears as q - d
+      in A'.
+    omega: frequency on the circle; 7/12 circle of fifths, 1/12 of semitones.
+
+  Returns:
+    (loss, aux): loss = cpsd_pos + cpsd_eq_a + cpsd_eq_b, float32 scalars:
+      cpsd_pos  = mean |1 - z_A conj(z_B)|^2                  (A, B invariance)
+      cpsd_eq_a = mean |exp(2j pi omega d) - z_A conj(z_A')|^2 (equivariance)
+      cpsd_eq_b = mean |exp(2j pi omega d) - z_B conj(z_A')|^2
+    with z = sum_q y[q] exp(2j pi omega q). Each term lies in [0, 4].
+  """
+  z_a, z_b, z_s = (_circle(y, omega) for y in (y_a, y_b, y_a_shift))
+  phase = 2 * jnp.pi * omega * jnp.asarray(shift, jnp.float32)
+  target = (jnp.cos(phase), jnp.sin(phase))
+  one = (jnp.ones_like(phase), jnp.zeros_like(phase))
+  aux = {
+      "cpsd_pos": jnp.mean(_sq_dist(one, _cross(z_a, z_b))),
+      "cpsd_eq_a": jnp.mean(_sq_dist(target, _cross(z_a, z_s))),
+      "cpsd_eq_b": jnp.mean(_sq_dist(target, _cross(z_b, z_s))),
+  }
+  return aux["cpsd_pos"] + aux["cpsd_eq_a"] + aux["cpsd_eq_b"], aux
+
+
+def nt_xent(z_a, z_b, temperature: float = 0.1, extra_views: Sequence[jax.Array] = ()):
+  """NT-Xent (SimCLR) over all views of the batch.
+
+  With two views: the 2B embeddings are L2-normalised; anchor i's positive is
+  the other view of its track and the remaining 2B - 2 views are negatives;
+  the loss is the cross-entropy of finding the positive among the 2B - 1
+  others (cosine similarity / temperature), averaged over the 2B anchors.
+  Each array in `extra_views` adds B more views (e.g. A'): every anchor then
+  has V - 1 positives and the loss averages -log p(positive) over them
+  (SupCon's L_out, which is SimCLR's loss when V = 2).
+
+  Args:
+    z_a, z_b: [B, p] embeddings of two views of the same B tracks.
+    temperature: softmax temperature.
+    extra_views: further [B, p] views of the same tracks.
+
+  Returns:
+    (loss, aux), float32. aux:
+      ntxent_acc      fraction of anchors whose most similar other view is a positive
+      ntxent_pos_cos  mean cosine similarity of positive pairs
+  """
+  views = [z_a, z_b, *extra_views]
+  num_views, batch = len(views), z_a.shape[0]
+  z = jnp.concatenate(views, axis=0).astype(jnp.float32)  # [V*B, p]
+  z = z * jax.lax.rsqrt(jnp.maximum(jnp.sum(z * z, axis=-1, keepdims=True), 1e-12))
+  cos = z @ z.T  # [N, N]
+  n = num_views * batch
+  self_mask = jnp.eye(n, dtype=bool)
+  track = jnp.arange(n) % batch
+  positive = (track[:, None] == track[None, :]) & ~self_mask
+  # A finite "minus infinity" keeps gradients free of inf * 0.
+  logits = jnp.where(self_mask, -1e9, cos / temperature)
+  log_prob = jax.nn.log_softmax(logits, axis=-1)
+  per_anchor = -jnp.sum(jnp.where(positive, log_prob, 0.0), axis=-1) / (num_views - 1)
+  nearest = jnp.argmax(logits, axis=-1)
+  aux = {
+      "ntxent_acc": jnp.mean(track[nearest] == track),
+      "ntxent_pos_cos": jnp.sum(jnp.where(positive, cos, 0.0)) / jnp.sum(positive),
+  }
+  return jnp.mean(per_anchor), aux

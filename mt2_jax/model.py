@@ -1,0 +1,335 @@
+"""ViT-1D with K named class tokens, and the heads the losses are bound to.
+
+Input: a cropped CQT `x` of shape [B, num_bins, T] (84 bins, T <= num_frames).
+One token per time frame (a `Linear(num_bins -> d)` of the frame's column),
+learned absolute positional embedding on the frame tokens, K class tokens
+(learnable vector + mean of the projected frames) prepended, pre-LayerNorm
+blocks, final LayerNorm (DESIGN 1.3).
+
+`MT2.__call__` returns a dict of named outputs, all after the final LayerNorm:
+  cls_<name>   [B, d]   one per class token, in config order
+  cls_mean     [B, d]   average of the class tokens (the paper's best feature)
+  tokens       [B, T, d]
+  tokens_mean  [B, d]
+and, unless `with_heads=False`, one `head_<loss name>` per configured loss:
+  equivariant head (kind 'cpsd')   [B, 12]  softmax key-signature profile, f32
+  contrastive head (kind 'ntxent') [B, p]   token or MLP projection, f32
+
+Parameters are float32 and carry logical axis names; `logical_axis_rules`
+maps them to a mesh for data parallelism or FSDP.
+"""
+
+import math
+from typing import Any, NamedTuple, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# name -> (width d, depth, heads, MLP hidden). `test` is for unit tests and CPU.
+VARIANTS = {
+    "test": dict(width=32, depth=2, num_heads=2, mlp_dim=64),
+    "tiny": dict(width=192, depth=12, num_heads=3, mlp_dim=768),  # The paper's size.
+    "small": dict(width=384, depth=12, num_heads=6, mlp_dim=1536),
+    "base": dict(width=768, depth=12, num_heads=12, mlp_dim=3072),
+}
+
+# Loss kind -> the head it needs (see `HeadSpec`).
+LOSS_KINDS = ("cpsd", "ntxent")
+PROJECTORS = ("none", "mlp")
+NUM_PITCH_CLASSES = 12
+
+# Logical names of parameter and activation dimensions. Only 'embed' (and the
+# batch of activations) is ever sharded: it is the one dimension every large
+# matrix has, and the dims are multiples of 8 for every variant.
+_REPLICATED = ("bins", "frames", "classes", "mlp", "qkv", "heads", "kv", "pitch", "proj_hidden", "proj",
+               "length")
+LOGICAL_AXIS_RULES = {
+    # Data parallel: parameters replicated; the batch over every device.
+    "data": (("batch", ("data", "fsdp")), ("embed", None)) + tuple((n, None) for n in _REPLICATED),
+    # FSDP: the 'embed' dimension of every parameter over the 'fsdp' mesh axis;
+    # XLA gathers each weight where it is used.
+    "fsdp": (("batch", ("data", "fsdp")), ("embed", "fsdp")) + tuple((n, None) for n in _REPLICATED),
+}
+
+
+def logical_axis_rules(sharding: str) -> tuple:
+  """Flax logical->mesh rules for `config.sharding` ('data' or 'fsdp')."""
+  if sharding not in LOGICAL_AXIS_RULES:
+    raise ValueError(f"sharding must be one of {sorted(LOGICAL_AXIS_RULES)}, got {sharding!r}")
+  return LOGICAL_AXIS_RULES[sharding]
+
+
+def param_shardings(boxed_variables: Any, mesh: jax.sharding.Mesh, sharding: str) -> Any:
+  """NamedShardings for a (possibly abstract) boxed variables tree from `init`.
+
+  Use on `jax.eval_shape(model.init, ...)` to get shardings before any array
+  exists; the result has the structure of `nn.unbox(boxed_variables)`.
+  """
+  specs = nn.get_partition_spec(boxed_variables)
+  return nn.logical_to_mesh_sharding(specs, mesh, logical_axis_rules(sharding))
+
+
+def _init(initializer, *axes):
+  return nn.with_logical_partitioning(initializer, axes)
+
+
+_DENSE_INIT = nn.initializers.xavier_uniform()
+_ONES = nn.initializers.ones
+_ZEROS = nn.initializers.zeros
+
+
+def _layer_norm(name: str, dtype) -> nn.LayerNorm:
+  return nn.LayerNorm(
+      name=name, dtype=dtype, param_dtype=jnp.float32,
+      scale_init=_init(_ONES, "embed"), bias_init=_init(_ZEROS, "embed"))
+
+
+class HeadSpec(NamedTuple):
+  """One loss's head: `head_<name>` reads `cls_<token>`."""
+  name: str
+  kind: str  # 'cpsd' -> equivariant head; 'ntxent' -> contrastive head.
+  token: str
+  projector: str = "none"
+  projector_dim: int = 128
+  projector_hidden: int = 1024
+
+
+class MlpBlock(nn.Module):
+  """Linear(d -> mlp_dim), GELU, Linear(mlp_dim -> d)."""
+  mlp_dim: int
+  dtype: Any = jnp.float32
+  dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    d = x.shape[-1]
+    h = nn.Dense(self.mlp_dim, dtype=self.dtype, param_dtype=jnp.float32, name="fc1",
+                 kernel_init=_init(_DENSE_INIT, "embed", "mlp"),
+                 bias_init=_init(_ZEROS, "mlp"))(x)
+    h = nn.gelu(h)
+    h = nn.Dropout(self.dropout, deterministic=not train)(h)
+    return nn.Dense(d, dtype=self.dtype, param_dtype=jnp.float32, name="fc2",
+                    kernel_init=_init(_DENSE_INIT, "mlp", "embed"),
+                    bias_init=_init(_ZEROS, "embed"))(h)
+
+
+class SelfAttention(nn.Module):
+  """Multi-head self-attention through `jax.nn.dot_product_attention`.
+
+  q, k and v come from one fused projection (one matmul instead of three);
+  the attention itself is XLA's fused kernel (cuDNN on GPU when it applies).
+  """
+  num_heads: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, mask=None):
+    """x: [B, L, d]; mask: None or bool [L, L] (True = may attend). -> [B, L, d]."""
+    d = x.shape[-1]
+    head_dim = d // self.num_heads
+    qkv = nn.DenseGeneral(
+        (3, self.num_heads, head_dim), dtype=self.dtype, param_dtype=jnp.float32, name="qkv",
+        kernel_init=_init(_DENSE_INIT, "embed", "qkv", "heads", "kv"),
+        bias_init=_init(_ZEROS, "qkv", "heads", "kv"))(x)  # [B, L, 3, N, H]
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    out = jax.nn.dot_product_attention(q, k, v, mask=mask)  # [B, L, N, H]
+    return nn.DenseGeneral(
+        d, axis=(-2, -1), dtype=self.dtype, param_dtype=jnp.float32, name="out",
+        kernel_init=_init(_DENSE_INIT, "heads", "kv", "embed"),
+        bias_init=_init(_ZEROS, "embed"))(out)
+
+
+class EncoderBlock(nn.Module):
+  """Pre-LayerNorm block: x + MHSA(LN(x)), then x + MLP(LN(x))."""
+  num_heads: int
+  mlp_dim: int
+  dtype: Any = jnp.float32
+  dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, x, mask=None, train: bool = False):
+    # `train` is positional so that nn.remat can treat it as static (argnum 3).
+    h = _layer_norm("ln1", self.dtype)(x)
+    h = SelfAttention(self.num_heads, dtype=self.dtype, name="attn")(h, mask)
+    x = x + nn.Dropout(self.dropout, deterministic=not train)(h)
+    h = _layer_norm("ln2", self.dtype)(x)
+    h = MlpBlock(self.mlp_dim, dtype=self.dtype, dropout=self.dropout, name="mlp")(h, train=train)
+    return x + nn.Dropout(self.dropout, deterministic=not train)(h)
+
+
+class ViT1D(nn.Module):
+  """The backbone: [B, num_bins, T] -> named features (see module docstring)."""
+  width: int
+  depth: int
+  num_heads: int
+  mlp_dim: int
+  num_frames: int
+  class_tokens: Sequence[str] = ("equivariant", "contrastive")
+  dtype: Any = jnp.bfloat16
+  dropout: float = 0.0
+  class_token_attention: str = "full"
+  remat: bool = False
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False):
+    batch, _, frames = x.shape
+    if frames > self.num_frames:
+      raise ValueError(
+          f"input has {frames} frames but the model was built for at most num_frames="
+          f"{self.num_frames} (config.data.segment_frames); embed longer audio in windows")
+    num_classes = len(self.class_tokens)
+
+    # One token per frame: the frame's column of bins, projected to d.
+    x = jnp.swapaxes(x, 1, 2).astype(self.dtype)  # [B, T, bins]
+    frames_btd = nn.Dense(
+        self.width, dtype=self.dtype, param_dtype=jnp.float32, name="patch_embed",
+        kernel_init=_init(nn.initializers.lecun_normal(), "bins", "embed"),
+        bias_init=_init(_ZEROS, "embed"))(x)
+
+    # Class token = learnable vector + mean of the projected frames, taken
+    # before the positional embedding so that it does not depend on where a
+    # window sits in the table (T may be shorter than num_frames).
+    cls_vectors = self.param(
+        "cls", _init(nn.initializers.normal(0.02), "classes", "embed"),
+        (num_classes, self.width), jnp.float32)
+    frame_mean = jnp.mean(frames_btd, axis=1, keepdims=True)  # [B, 1, d]
+    cls_bkd = cls_vectors.astype(self.dtype)[None] + frame_mean
+
+    # Position embedding on frame tokens only: class tokens are told apart by
+    # their own learnable vector already, so a position for them would be a
+    # second, redundant bias; and the table's shape does not depend on K, so
+    # models with different numbers of tokens share everything else.
+    posemb = self.param(
+        "pos_embed", _init(nn.initializers.normal(0.02), "frames", "embed"),
+        (self.num_frames, self.width), jnp.float32)
+    frames_btd = frames_btd + posemb[:frames].astype(self.dtype)[None]
+
+    h = jnp.concatenate([cls_bkd, frames_btd], axis=1)  # [B, K + T, d]
+    mask = self._attention_mask(num_classes, frames)
+
+    block = nn.remat(EncoderBlock, static_argnums=(3,)) if self.remat else EncoderBlock
+    for i in range(self.depth):
+      h = block(self.num_heads, self.mlp_dim, dtype=self.dtype, dropout=self.dropout,
+                name=f"block{i:02d}")(h, mask, train)
+    h = _layer_norm("final_norm", self.dtype)(h)
+
+    out = {f"cls_{name}": h[:, i] for i, name in enumerate(self.class_tokens)}
+    out["cls_mean"] = jnp.mean(h[:, :num_classes], axis=1)
+    out["tokens"] = h[:, num_classes:]
+    out["tokens_mean"] = jnp.mean(out["tokens"], axis=1)
+    return out
+
+  def _attention_mask(self, num_classes: int, frames: int):
+    if self.class_token_attention == "full":
+      return None
+    if self.class_token_attention != "isolated":
+      raise ValueError(f"class_token_attention must be 'full' or 'isolated', "
+                       f"got {self.class_token_attention!r}")
+    # Class token i sees itself and the frames; frames see frames only.
+    length = num_classes + frames
+    is_cls = jnp.arange(length) < num_classes
+    same = jnp.eye(length, dtype=bool)
+    return (~is_cls[None, :]) | same  # [L (query), L (key)]
+
+
+class EquivariantHead(nn.Module):
+  """Linear(d -> 12) and softmax: the key-signature profile y, in float32."""
+
+  @nn.compact
+  def __call__(self, feature_bd):
+    logits = nn.Dense(
+        NUM_PITCH_CLASSES, dtype=jnp.float32, param_dtype=jnp.float32, name="dense",
+        kernel_init=_init(_DENSE_INIT, "embed", "pitch"),
+        bias_init=_init(_ZEROS, "pitch"))(feature_bd.astype(jnp.float32))
+    return jax.nn.softmax(logits, axis=-1)
+
+
+class ContrastiveHead(nn.Module):
+  """The token itself ('none') or an MLP projector ('mlp'), in float32."""
+  projector: str = "none"
+  projector_dim: int = 128
+  projector_hidden: int = 1024
+
+  @nn.compact
+  def __call__(self, feature_bd):
+    z = feature_bd.astype(jnp.float32)
+    if self.projector == "none":
+      return z
+    if self.projector != "mlp":
+      raise ValueError(f"projector must be one of {PROJECTORS}, got {self.projector!r}")
+    z = nn.Dense(self.projector_hidden, dtype=jnp.float32, param_dtype=jnp.float32, name="fc1",
+                 kernel_init=_init(_DENSE_INIT, "embed", "proj_hidden"),
+                 bias_init=_init(_ZEROS, "proj_hidden"))(z)
+    z = nn.gelu(z)
+    return nn.Dense(self.projector_dim, dtype=jnp.float32, param_dtype=jnp.float32, name="fc2",
+                    kernel_init=_init(_DENSE_INIT, "proj_hidden", "proj"),
+                    bias_init=_init(_ZEROS, "proj"))(z)
+
+
+class MT2(nn.Module):
+  """Backbone + one head per loss. Params: {'backbone', 'head_<loss name>'...}."""
+  backbone: ViT1D
+  heads: Sequence[HeadSpec] = ()
+
+  @nn.compact
+  def __call__(self, x, *, train: bool = False, with_heads: bool = True):
+    """x: float [B, num_bins, T]. Returns the dict of named outputs."""
+    out = dict(self.backbone(x, train=train))
+    if not with_heads:
+      return out
+    for spec in self.heads:
+      feature = out[f"cls_{spec.token}"]
+      if spec.kind == "cpsd":
+        head = EquivariantHead(name=f"head_{spec.name}")
+      elif spec.kind == "ntxent":
+        head = ContrastiveHead(spec.projector, spec.projector_dim, spec.projector_hidden,
+                               name=f"head_{spec.name}")
+      else:
+        raise ValueError(f"unknown loss kind {spec.kind!r}; known: {LOSS_KINDS}")
+      out[f"head_{spec.name}"] = head(feature)
+    return out
+
+
+def head_specs(config) -> tuple[HeadSpec, ...]:
+  """The heads of `config.losses`, in sorted loss-name order."""
+  specs = []
+  for name in sorted(config.losses):
+    loss = config.losses[name]
+    extra = {k: loss[k] for k in ("projector", "projector_dim", "projector_hidden") if k in loss}
+    specs.append(HeadSpec(name=name, kind=loss.kind, token=loss.token, **extra))
+  return tuple(specs)
+
+
+def build_model(config) -> MT2:
+  """The MT2 module described by `config.model`, `config.data` and `config.losses`."""
+  if config.model.variant not in VARIANTS:
+    raise ValueError(f"config.model.variant: unknown {config.model.variant!r}; known: {sorted(VARIANTS)}")
+  backbone = ViT1D(
+      **VARIANTS[config.model.variant],
+      num_frames=config.data.segment_frames,
+      class_tokens=tuple(config.model.class_tokens),
+      dtype=jnp.dtype(config.model.dtype),
+      dropout=config.model.get("dropout", 0.0),
+      class_token_attention=config.model.get("class_token_attention", "full"),
+      remat=config.model.get("remat", False),
+      name="backbone")
+  return MT2(backbone=backbone, heads=head_specs(config))
+
+
+def count_params(tree) -> int:
+  """Number of scalars in a (possibly boxed, possibly abstract) parameter tree."""
+  return int(sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(nn.unbox(tree))))
+
+
+def abstract_variables(model: MT2, num_bins: int, num_frames: int, batch: int = 1):
+  """`jax.eval_shape` of `model.init`: boxed ShapeDtypeStructs, no allocation."""
+  x = jax.ShapeDtypeStruct((batch, num_bins, num_frames), jnp.float32)
+  return jax.eval_shape(lambda rng: model.init(rng, jnp.zeros(x.shape, x.dtype)), jax.random.key(0))
+
+
+__all__ = [
+    "VARIANTS", "LOSS_KINDS", "LOGICAL_AXIS_RULES", "logical_axis_rules", "param_shardings",
+    "HeadSpec", "ViT1D", "MT2", "EquivariantHead", "ContrastiveHead", "head_specs", "build_model",
+    "count_params", "abstract_variables",
+]

@@ -1,0 +1,84 @@
+"""The MT2 objective: one forward pass over the 3 views, then each configured loss.
+
+`make_loss_fn(config, model)` gives a pure
+`loss_fn(params, batch, rng) -> (total_loss, metrics)` for
+`jax.value_and_grad(loss_fn, has_aux=True)` inside the jitted train step.
+Losses are looked up by `kind` in `LOSSES`; each reads the head of the same
+name (`head_<loss name>`), which the model binds to a class token.
+"""
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from mt2_jax import losses
+from mt2_jax import model as model_lib
+
+build_model = model_lib.build_model
+
+VIEWS = ("x_a", "x_b", "x_a_shift")
+
+
+def _cpsd_term(cfg, head_a, head_b, head_shift, batch):
+  return losses.cpsd(head_a, head_b, head_shift, batch["shift"], omega=cfg.get("omega", 7 / 12))
+
+
+def _ntxent_term(cfg, head_a, head_b, head_shift, batch):
+  del batch
+  extra = (head_shift,) if cfg.get("include_shift_view", False) else ()
+  return losses.nt_xent(head_a, head_b, temperature=cfg.get("temperature", 0.1), extra_views=extra)
+
+
+# kind -> fn(loss config, head of A, of B, of A', batch) -> (loss, aux).
+LOSSES: dict[str, Callable[..., tuple[jax.Array, dict[str, jax.Array]]]] = {
+    "cpsd": _cpsd_term,
+    "ntxent": _ntxent_term,
+}
+
+
+def _metric_name(loss_name: str, kind: str, aux_key: str) -> str:
+  """'cpsd_pos' of loss 'cpsd_semitone' -> 'cpsd_semitone_pos'."""
+  return loss_name + aux_key[len(kind):] if aux_key.startswith(kind) else f"{loss_name}_{aux_key}"
+
+
+def make_loss_fn(config, model: model_lib.MT2) -> Callable[..., tuple[jax.Array, dict[str, Any]]]:
+  """Builds `loss_fn(params, batch, rng) -> (total_loss, metrics)`.
+
+  Args:
+    config: the experiment ConfigDict (`config.losses` is read here).
+    model: the module from `build_model(config)`.
+
+  The returned function takes
+    params: the 'params' collection of `model.init` (boxed or unboxed);
+    batch: dict with `x_a`, `x_b`, `x_a_shift` float [B, 84, T] and `shift`
+      int32 [B];
+    rng: a PRNG key for dropout (e.g. `fold_in(seed_key, step)`), or None;
+  and returns the float32 total = sum(weight * loss) and a flat metrics dict:
+  `loss`, each loss by name, and each loss's aux (renamed after the loss, e.g.
+  `cpsd_pos`, `ntxent_acc`).
+  """
+  specs = {name: config.losses[name] for name in sorted(config.losses)}
+  for name, cfg in specs.items():
+    if cfg.kind not in LOSSES:
+      raise ValueError(f"config.losses.{name}.kind: unknown {cfg.kind!r}; known: {sorted(LOSSES)}")
+
+  def loss_fn(params, batch, rng=None):
+    views = [batch[key] for key in VIEWS]
+    b = views[0].shape[0]
+    # One forward pass over [A; B; A'] ([3B, bins, T]) rather than three.
+    x = jnp.concatenate(views, axis=0)
+    rngs = {"dropout": rng} if rng is not None else {}
+    out = model.apply({"params": params}, x, train=True, rngs=rngs)
+    total = jnp.zeros((), jnp.float32)
+    metrics = {}
+    for name, cfg in specs.items():
+      head = out[f"head_{name}"]
+      value, aux = LOSSES[cfg.kind](cfg, head[:b], head[b:2 * b], head[2 * b:], batch)
+      total = total + cfg.get("weight", 1.0) * value
+      metrics[name] = value
+      metrics.update({_metric_name(name, cfg.kind, k): v for k, v in aux.items()})
+    metrics["loss"] = total
+    return total, metrics
+
+  return loss_fn
