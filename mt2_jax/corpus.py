@@ -1,0 +1,584 @@
+"""`mt2 corpus`: the built-in corpus, Bach chorales rendered to labelled audio.
+
+  mt2 corpus --out /tmp/corpus                      # default size, a few minutes on 2 cores
+  mt2 corpus --out /tmp/small --num_pieces 12 --variants_per_piece 2 --max_seconds 10
+  mt2 corpus --out /tmp/sf --soundfont /usr/share/sounds/sf2/TimGM6mb.sf2
+
+Everything comes offline from the chorales that music21 ships: score -> MIDI
+(music21) -> notes in beats (pretty_midi) -> renditions, each a transposition,
+an instrument and a tempo -> audio from our numpy synthesizer (mt2_jax.synth)
+or, with --soundfont, from the `fluidsynth` program.
+
+Layout of --out:
+  chorales/<piece>_v<j>_<instrument>_<+t>st_<bpm>bpm.flac   renditions
+  notes/<instrument>_<pitch>.flac                           isolated notes
+  midi/<piece>.mid, midi/<piece>.json                       score export + key (a cache)
+  labels.csv                                                one row per audio file
+  corpus.json                                               settings that fix the audio
+
+labels.csv is one table for both sets, told apart by `set`; point
+`mt2 prepare` at `chorales/` to pretrain on music only. Columns (empty where
+a column does not apply):
+  file           path relative to --out, e.g. chorales/bwv269_v0_organ_+3st_96bpm.flac
+  set            `chorale` or `note`
+  piece          chorale id (`bwv269`) or note id (`organ_60`)
+  split          train / validation / test, by piece
+  instrument     synthesizer instrument name (mt2_jax.synth.INSTRUMENTS)
+  program        General MIDI program 0-127 of that instrument
+  key            chorale: key of this rendition in mir_eval spelling (`F# minor`)
+  tonic          chorale: pitch class 0-11 of the key's tonic (C = 0)
+  mode           chorale: major / minor
+  transposition  chorale: semitones added to every note (-6..5 by default)
+  source_key     chorale: the score's own key, untransposed
+  key_source     chorale: `encoded` (the score's key) or `analyzed` (music21's
+                 key finding, for the 4 chorales whose encoding has no mode)
+  tempo          chorale: quarter notes per minute
+  pitch          note: MIDI note number
+  pitch_class    note: pitch % 12
+  seconds        length of the audio file in seconds
+
+Keys: the key encoded in the score (a music21 `Key` in the first part, which
+367 of the chorales have) is preferred; otherwise `score.analyze('key')`. A
+rendition transposed by t semitones is in (tonic + t) mod 12, same mode, spelt
+with one name per pitch class (PITCH_CLASSES), all accepted by mir_eval.
+
+Pieces and splits do not depend on the seed: pieces are taken in a fixed
+order (a hash of the id), so a smaller corpus is a subset of a larger one, and
+every 10 consecutive pieces of that order give 8 train, 1 validation and 1
+test. Identical chorales (music21 lists some twice) are kept once, and
+chorales that share their melody note for note share a split. The seed picks
+the renditions. Same settings and seed, same bytes; a re-run into the same
+--out skips files already written (writes are temp file + rename).
+"""
+
+import concurrent.futures
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import multiprocessing
+import os
+import shutil
+import subprocess
+import tempfile
+import zlib
+from typing import Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+import numpy as np
+import soundfile as sf
+
+from mt2_jax import synth
+
+_OUT = flags.DEFINE_string("out", None, "Output directory.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the renditions (transposition, instrument, tempo).")
+_NUM_PIECES = flags.DEFINE_integer("num_pieces", 150, "Chorales to render; -1 for all (348).")
+_VARIANTS = flags.DEFINE_integer("variants_per_piece", 3, "Renditions per chorale.")
+_MAX_SECONDS = flags.DEFINE_float(
+    "max_seconds", 30.0, "Length of each rendition in s (the chorale is repeated, verse after"
+    " verse, to fill it and then cut); 0 renders one verse, uncut.")
+_INSTRUMENTS = flags.DEFINE_list(
+    "instruments", list(synth.INSTRUMENTS), "Instruments to draw from.")
+_TRANSPOSE = flags.DEFINE_list(
+    "transpose", ["-6", "5"], "Lowest,highest transposition in semitones (inclusive).")
+_TEMPO = flags.DEFINE_list("tempo", ["60", "132"], "Lowest,highest tempo in bpm (inclusive).")
+_NOTES = flags.DEFINE_bool("notes", True, "Also render the single-note set.")
+_NOTE_RANGE = flags.DEFINE_list(
+    "note_range", ["36", "84"], "Lowest,highest MIDI pitch of the note set (inclusive).")
+_NOTE_SECONDS = flags.DEFINE_float("note_seconds", 2.0, "Length of each note file in s.")
+_FORMAT = flags.DEFINE_enum("format", "flac", ["flac", "wav"], "Audio file format (16-bit).")
+_SOUNDFONT = flags.DEFINE_string(
+    "soundfont", None, "A .sf2 file: render with the `fluidsynth` program instead of the"
+    " built-in synthesizer.")
+_NUM_WORKERS = flags.DEFINE_integer(
+    "num_workers", os.cpu_count() or 1, "Worker processes; 0 or 1 renders in this process.")
+
+# One spelling per pitch class; mir_eval.key accepts all of these.
+PITCH_CLASSES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "G#", "A", "Bb", "B")
+COLUMNS = ("file", "set", "piece", "split", "instrument", "program", "key", "tonic", "mode",
+           "transposition", "source_key", "key_source", "tempo", "pitch", "pitch_class", "seconds")
+SPLITS = ("train", "validation", "test")
+VERSION = 1  # Bump when the audio for given settings changes; stored in corpus.json.
+VERSE_GAP_BEATS = 1.0  # Breath between repeated verses, in quarter notes.
+NOTE_VELOCITY = 100
+
+# music21 10.5 lists some chorales twice under one name (removed by name) and
+# two under two names; found by comparing all notes of all 350 names.
+_SAME_CONTENT = {"bach/bwv274": "bach/bwv62.6", "bach/bwv69.6-a": "bach/bwv69.6"}
+# Chorales whose soprano is note for note the same tune (up to transposition):
+# each one takes the split of the first of its pair.
+_SAME_TUNE = {
+    "bach/bwv258": "bach/bwv114.7", "bach/bwv177.4": "bach/bwv117.4",
+    "bach/bwv65.7": "bach/bwv144.6", "bach/bwv18.5-w": "bach/bwv18.5-l",
+    "bach/bwv39.7": "bach/bwv194.6", "bach/bwv244.44": "bach/bwv244.15",
+    "bach/bwv270": "bach/bwv244.54", "bach/bwv415": "bach/bwv245.26",
+    "bach/bwv4.8": "bach/bwv277", "bach/bwv327": "bach/bwv326", "bach/bwv47.5": "bach/bwv421",
+}
+
+
+# ---------------------------------------------------------------------------
+# Keys.
+
+def key_label(tonic: int, mode: str) -> str:
+  """(pitch class, 'major'|'minor') -> mir_eval key string, e.g. (6, 'minor') -> 'F# minor'."""
+  return f"{PITCH_CLASSES[int(tonic) % 12]} {mode}"
+
+
+def parse_key(label: str) -> tuple[int, str]:
+  """mir_eval key string -> (tonic pitch class, mode). Accepts any of mir_eval's spellings."""
+  name, mode = label.split()
+  letter = "C D EF G A B".index(name[0].upper())  # Natural pitch classes by position.
+  accidental = sum({"#": 1, "b": -1}[c] for c in name[1:])
+  return (letter + accidental) % 12, mode
+
+
+def transpose_key(label: str, semitones: int) -> str:
+  """The key of music in `label` moved by `semitones` (mode unchanged)."""
+  tonic, mode = parse_key(label)
+  return key_label(tonic + semitones, mode)
+
+
+def score_key(score) -> tuple[int, str, str]:
+  """Key of a music21 score: (tonic pitch class, mode, 'encoded' | 'analyzed').
+
+  The encoded key is the first key signature of the first part when the file
+  gives its mode (a music21 `Key`); otherwise music21's key finding decides.
+  """
+  from music21 import key  # pylint: disable=g-import-not-at-top
+  first = score.parts[0].recurse().getElementsByClass(key.KeySignature).first()
+  if isinstance(first, key.Key) and first.mode in ("major", "minor"):
+    return first.tonic.pitchClass, first.mode, "encoded"
+  found = score.analyze("key")
+  return found.tonic.pitchClass, found.mode, "analyzed"
+
+
+# ---------------------------------------------------------------------------
+# Pieces and splits.
+
+def _hash(text: str) -> int:
+  return int.from_bytes(hashlib.sha1(text.encode()).digest()[:8], "big")
+
+
+def chorale_names() -> list[str]:
+  """music21 corpus names of the distinct chorales (`bach/bwv269`), in the fixed piece order."""
+  from music21 import corpus  # pylint: disable=g-import-not-at-top
+  names = set(corpus.chorales.Iterator(returnType="filename")) - set(_SAME_CONTENT)
+  return sorted(names, key=lambda n: (_hash(n), n))
+
+
+def piece_id(name: str) -> str:
+  """'bach/bwv248.12-2' -> 'bwv248.12-2' (safe in file names)."""
+  return name.split("/")[-1]
+
+
+def splits(names: Sequence[str]) -> dict[str, str]:
+  """Split of every name in the piece order: ranks 8 and 9 of each 10 -> validation, test."""
+  rank = {n: i for i, n in enumerate(names)}
+  return {n: SPLITS[max(rank[_SAME_TUNE.get(n, n)] % 10 - 7, 0)] for n in names}
+
+
+# ---------------------------------------------------------------------------
+# Scores.
+
+@dataclasses.dataclass(frozen=True)
+class Chorale:
+  """A chorale as notes in beats.
+
+  Attributes:
+    piece: id, e.g. 'bwv269'.
+    notes: [N, 4] float64 (start beat, end beat, MIDI pitch, velocity), beats
+      are quarter notes, the first onset at 0.
+    tonic, mode, key_source: see score_key.
+  """
+  piece: str
+  notes: np.ndarray
+  tonic: int
+  mode: str
+  key_source: str
+
+  @property
+  def key(self) -> str:
+    return key_label(self.tonic, self.mode)
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "wb") as f:
+    f.write(data)
+  os.replace(tmp, path)
+
+
+def _midi_beats(midi_bytes: bytes) -> np.ndarray:
+  """MIDI file bytes -> [N, 4] (start beat, end beat, pitch, velocity), first onset at 0."""
+  import pretty_midi  # pylint: disable=g-import-not-at-top
+  pm = pretty_midi.PrettyMIDI(io.BytesIO(midi_bytes))
+  # Ticks, not seconds: exact beats whatever tempo music21 wrote.
+  rows = [(pm.time_to_tick(n.start), pm.time_to_tick(n.end), n.pitch, n.velocity)
+          for inst in pm.instruments if not inst.is_drum for n in inst.notes]
+  notes = np.asarray(rows, np.float64).reshape(-1, 4)
+  notes[:, :2] /= pm.resolution
+  if len(notes):
+    notes[:, :2] -= notes[:, 0].min()
+  return notes
+
+
+def load_chorale(name: str, cache_dir: str | None = None) -> Chorale:
+  """Parses a chorale with music21 and exports it to MIDI, or reads both from cache_dir.
+
+  The cache holds <piece>.mid (music21's MIDI export) and <piece>.json (its
+  key); parsing and exporting take ~0.5 s a chorale, reading the cache ~10 ms.
+  """
+  piece = piece_id(name)
+  mid = json_path = None
+  if cache_dir:
+    mid, json_path = (os.path.join(cache_dir, piece + ext) for ext in (".mid", ".json"))
+    if os.path.exists(mid) and os.path.exists(json_path):
+      with open(json_path) as f:
+        info = json.load(f)
+      with open(mid, "rb") as f:
+        return Chorale(piece, _midi_beats(f.read()), info["tonic"], info["mode"],
+                       info["key_source"])
+  from music21 import corpus  # pylint: disable=g-import-not-at-top
+  from music21 import midi  # pylint: disable=g-import-not-at-top
+  score = corpus.parse(name)
+  tonic, mode, source = score_key(score)
+  midi_bytes = midi.translate.streamToMidiFile(score).writestr()
+  if cache_dir:
+    _write_atomic(mid, midi_bytes)
+    info = dict(name=name, tonic=tonic, mode=mode, key=key_label(tonic, mode), key_source=source)
+    _write_atomic(json_path, json.dumps(info, indent=1).encode())
+  return Chorale(piece, _midi_beats(midi_bytes), tonic, mode, source)
+
+
+# ---------------------------------------------------------------------------
+# Renditions.
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  """One rendition of a piece: variant index, instrument name, semitones, bpm."""
+  index: int
+  instrument: str
+  transposition: int
+  tempo: int
+
+
+def plan_variants(piece: str, seed: int, num_variants: int, instruments: Sequence[str],
+                  transpose: tuple[int, int], tempo: tuple[int, int]) -> list[Variant]:
+  """Renditions of one piece, a function of (seed, piece) only.
+
+  Within a piece, instruments and transpositions are drawn without
+  replacement (cycling when there are more variants), so a piece's variants
+  differ in key and sound; variant j does not depend on num_variants, so more
+  variants extend a corpus instead of changing it.
+  """
+  key = [seed, zlib.crc32(piece.encode())]
+  rng = np.random.default_rng(key)
+  inst = rng.permutation(len(instruments))
+  shifts = rng.permutation(np.arange(transpose[0], transpose[1] + 1))
+  variants = []
+  for j in range(num_variants):
+    bpm = np.random.default_rng(key + [j]).integers(tempo[0], tempo[1] + 1)
+    variants.append(Variant(j, instruments[inst[j % len(inst)]], int(shifts[j % len(shifts)]),
+                            int(bpm)))
+  return variants
+
+
+def rendition_notes(notes: np.ndarray, transposition: int, tempo: float,
+                    max_seconds: float | None) -> np.ndarray:
+  """Notes in beats -> notes in seconds of one rendition.
+
+  Args:
+    notes: [N, 4] (start beat, end beat, pitch, velocity).
+    transposition: semitones.
+    tempo: quarter notes per minute.
+    max_seconds: repeat the piece (a new verse after VERSE_GAP_BEATS) until
+      this many seconds are covered, and drop notes starting later; None for
+      one verse.
+
+  Returns:
+    [M, 4] (start s, end s, pitch, velocity).
+  """
+  beat = 60.0 / tempo
+  verse = notes.copy()
+  verse[:, 2] += transposition
+  if not max_seconds:
+    verses = [verse]
+  else:
+    period = (notes[:, 1].max() + VERSE_GAP_BEATS) * beat
+    repeats = int(np.ceil(max_seconds / period))
+    verses = [verse + [k * period / beat, k * period / beat, 0, 0] for k in range(repeats)]
+  out = np.concatenate(verses)
+  out[:, :2] *= beat
+  if max_seconds:
+    out = out[out[:, 0] < max_seconds]
+  return out
+
+
+def _fade_out(x: np.ndarray, sample_rate: int, seconds: float = 0.02) -> np.ndarray:
+  """Fades the last `seconds` of [N] audio, so a cut rendition ends without a click."""
+  n = min(len(x), int(seconds * sample_rate))
+  x = x.copy()
+  x[len(x) - n:] *= np.linspace(1.0, 0.0, n, dtype=x.dtype)
+  return x
+
+
+def _fluidsynth(notes: np.ndarray, program: int, soundfont: str, sample_rate: int) -> np.ndarray:
+  """Renders [N, 4] notes in seconds with the fluidsynth program. Returns [T] float32 mono."""
+  import pretty_midi  # pylint: disable=g-import-not-at-top
+  pm = pretty_midi.PrettyMIDI()
+  inst = pretty_midi.Instrument(program=program)
+  inst.notes = [pretty_midi.Note(int(v), int(p), float(s), float(e)) for s, e, p, v in notes]
+  pm.instruments.append(inst)
+  with tempfile.TemporaryDirectory() as tmp:
+    mid, wav = os.path.join(tmp, "in.mid"), os.path.join(tmp, "out.wav")
+    pm.write(mid)
+    # -R 0 -C 0: no reverb or chorus, so the output is a function of the notes.
+    cmd = [_fluidsynth_binary(), "-ni", "-q", "-R", "0", "-C", "0", "-g", "0.5",
+           "-r", str(sample_rate), "-F", wav, soundfont, mid]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    x, sr = sf.read(wav, dtype="float32", always_2d=True)
+  assert sr == sample_rate, (sr, sample_rate)
+  return x.mean(axis=1)
+
+
+def _fluidsynth_binary() -> str:
+  path = shutil.which("fluidsynth")
+  if path is None:
+    raise RuntimeError(
+        "--soundfont needs the `fluidsynth` program, which is not on PATH. Install it (Debian:"
+        " apt-get install --no-install-recommends fluidsynth) or leave out --soundfont to use"
+        " the built-in synthesizer.")
+  return path
+
+
+def render(notes: np.ndarray, instrument: str, seconds: float | None,
+           soundfont: str | None = None, sample_rate: int = synth.SAMPLE_RATE) -> np.ndarray:
+  """[N, 4] notes in seconds -> [T] float32 peak-normalised audio.
+
+  With `seconds`, T = seconds * sample_rate (cut or zero-padded, last 20 ms
+  faded); without, the audio ends after the last release.
+  """
+  if soundfont is None:
+    x = synth.render_notes(notes, instrument, sample_rate, seconds, peak=None)
+  else:
+    x = _fluidsynth(notes, synth.INSTRUMENTS[instrument].program, soundfont, sample_rate)
+    if seconds:
+      n = int(round(seconds * sample_rate))
+      x = np.pad(x[:n], (0, max(n - len(x), 0)))
+  if seconds:
+    x = _fade_out(x, sample_rate)
+  return synth.peak_normalise(x)
+
+
+def write_audio(path: str, x: np.ndarray, sample_rate: int = synth.SAMPLE_RATE) -> None:
+  """Writes [T] float audio as 16-bit FLAC or WAV (by extension), atomically."""
+  fmt = os.path.splitext(path)[1][1:].upper()
+  tmp = f"{path}.tmp{os.getpid()}"
+  sf.write(tmp, x, sample_rate, format=fmt, subtype="PCM_16")
+  os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------
+# The corpus.
+
+@dataclasses.dataclass(frozen=True)
+class _Settings:
+  """Everything that fixes the audio of a given file name; stored in corpus.json."""
+  seed: int
+  max_seconds: float
+  instruments: tuple[str, ...]
+  transpose: tuple[int, int]
+  tempo: tuple[int, int]
+  note_range: tuple[int, int]
+  note_seconds: float
+  audio_format: str
+  soundfont: str | None
+  sample_rate: int = synth.SAMPLE_RATE
+  version: int = VERSION
+
+
+def _seconds(x: np.ndarray, sample_rate: int) -> str:
+  return f"{len(x) / sample_rate:.3f}"
+
+
+def _chorale_task(name: str, split: str, out_dir: str, s: _Settings,
+                  num_variants: int) -> list[dict]:
+  """Renders (or finds) the variants of one chorale; returns their label rows."""
+  chorale = None
+  rows = []
+  for v in plan_variants(piece_id(name), s.seed, num_variants, s.instruments, s.transpose,
+                         s.tempo):
+    rel = (f"chorales/{piece_id(name)}_v{v.index}_{v.instrument}_{v.transposition:+d}st_"
+           f"{v.tempo}bpm.{s.audio_format}")
+    path = os.path.join(out_dir, rel)
+    if chorale is None:  # Key labels are needed even when all audio exists: read the cache.
+      chorale = load_chorale(name, os.path.join(out_dir, "midi"))
+    if os.path.exists(path):
+      seconds = f"{sf.info(path).frames / s.sample_rate:.3f}"
+    else:
+      notes = rendition_notes(chorale.notes, v.transposition, v.tempo, s.max_seconds or None)
+      x = render(notes, v.instrument, s.max_seconds or None, s.soundfont, s.sample_rate)
+      write_audio(path, x, s.sample_rate)
+      seconds = _seconds(x, s.sample_rate)
+    tonic = (chorale.tonic + v.transposition) % 12
+    rows.append(dict(
+        file=rel, set="chorale", piece=chorale.piece, split=split, instrument=v.instrument,
+        program=synth.INSTRUMENTS[v.instrument].program, key=key_label(tonic, chorale.mode),
+        tonic=tonic, mode=chorale.mode, transposition=v.transposition, source_key=chorale.key,
+        key_source=chorale.key_source, tempo=v.tempo, seconds=seconds))
+  return rows
+
+
+def _note_task(instrument: str, pitches: Sequence[int], out_dir: str, s: _Settings,
+               note_splits: dict[int, str]) -> list[dict]:
+  """Renders (or finds) the isolated notes of one instrument; returns their label rows."""
+  rows = []
+  hold = s.note_seconds * 0.75  # Held for 3/4 of the file, then released.
+  for pitch in pitches:
+    rel = f"notes/{instrument}_{pitch}.{s.audio_format}"
+    path = os.path.join(out_dir, rel)
+    if not os.path.exists(path):
+      x = render(np.array([[0.0, hold, pitch, NOTE_VELOCITY]]), instrument, s.note_seconds,
+                 s.soundfont, s.sample_rate)
+      write_audio(path, x, s.sample_rate)
+    rows.append(dict(
+        file=rel, set="note", piece=f"{instrument}_{pitch}", split=note_splits[pitch],
+        instrument=instrument, program=synth.INSTRUMENTS[instrument].program, pitch=pitch,
+        pitch_class=pitch % 12, seconds=f"{s.note_seconds:.3f}"))
+  return rows
+
+
+def _check_settings(out_dir: str, settings: _Settings) -> None:
+  """Writes corpus.json, or refuses an --out made with other settings (its files would be reused)."""
+  path = os.path.join(out_dir, "corpus.json")
+  mine = json.loads(json.dumps(dataclasses.asdict(settings)))  # Tuples -> lists, as read back.
+  if os.path.exists(path):
+    with open(path) as f:
+      theirs = json.load(f)
+    if theirs != mine:
+      diff = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
+      raise ValueError(f"{out_dir} holds a corpus made with other settings (was, now): {diff};"
+                       " choose another output directory.")
+  else:
+    _write_atomic(path, json.dumps(mine, indent=1).encode())
+
+
+def make_corpus(out_dir: str, seed: int = 0, num_pieces: int = 150, variants_per_piece: int = 3,
+                max_seconds: float = 30.0, instruments: Sequence[str] | None = None,
+                transpose: tuple[int, int] = (-6, 5), tempo: tuple[int, int] = (60, 132),
+                notes: bool = True, note_range: tuple[int, int] = (36, 84),
+                note_seconds: float = 2.0, audio_format: str = "flac",
+                soundfont: str | None = None, num_workers: int = 0,
+                progress: bool = True) -> str:
+  """Renders the chorale corpus (and the note set) into out_dir; see the module docstring.
+
+  Args:
+    out_dir: output directory (created).
+    seed: picks each piece's renditions.
+    num_pieces: chorales, taken in the fixed piece order; -1 for all.
+    variants_per_piece: renditions per chorale.
+    max_seconds: length of a rendition (verses repeat to fill it); 0 for one
+      uncut verse.
+    instruments: names from mt2_jax.synth.INSTRUMENTS; default all.
+    transpose: (lowest, highest) semitones, inclusive.
+    tempo: (lowest, highest) bpm, inclusive.
+    notes: also render isolated notes of every instrument over note_range.
+    note_range: (lowest, highest) MIDI pitch, inclusive.
+    note_seconds: length of a note file (held 3/4 of it).
+    audio_format: 'flac' or 'wav', 16-bit.
+    soundfont: a .sf2 file to render with the fluidsynth program instead.
+    num_workers: processes; 0 or 1 works in this one.
+    progress: show a tqdm bar.
+
+  Returns:
+    Path of labels.csv.
+  """
+  import tqdm  # pylint: disable=g-import-not-at-top
+  instruments = tuple(instruments or synth.INSTRUMENTS)
+  unknown = set(instruments) - set(synth.INSTRUMENTS)
+  if unknown:
+    raise ValueError(f"unknown instruments {sorted(unknown)}; known: {list(synth.INSTRUMENTS)}")
+  if soundfont is not None:
+    _fluidsynth_binary()  # Fail now, not in a worker.
+    soundfont = os.path.abspath(soundfont)
+    if not os.path.isfile(soundfont):
+      raise FileNotFoundError(soundfont)
+  settings = _Settings(seed, float(max_seconds), instruments, tuple(map(int, transpose)),
+                       tuple(map(int, tempo)), tuple(map(int, note_range)), float(note_seconds),
+                       audio_format, soundfont)
+  for sub in ("chorales", "notes", "midi"):
+    os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
+  _check_settings(out_dir, settings)
+
+  names = chorale_names()
+  split_of = splits(names)
+  if 0 <= num_pieces < len(names):
+    names = names[:num_pieces]
+  tasks = [(_chorale_task, (n, split_of[n], out_dir, settings, variants_per_piece), variants_per_piece)
+           for n in names]
+  if notes:
+    pitches = list(range(note_range[0], note_range[1] + 1))
+    # Same rule as pieces: in a fixed hashed order, 8 of each 10 pitches train.
+    order = sorted(pitches, key=lambda p: _hash(f"note{p}"))
+    note_splits = {p: SPLITS[max(i % 10 - 7, 0)] for i, p in enumerate(order)}
+    tasks += [(_note_task, (i, pitches, out_dir, settings, note_splits), len(pitches))
+              for i in instruments]
+
+  rows = []
+  bar = tqdm.tqdm(total=sum(n for _, _, n in tasks), unit="file", disable=not progress,
+                  desc="corpus")
+  if num_workers <= 1:
+    for fn, args, n in tasks:
+      rows += fn(*args)
+      bar.update(n)
+  else:
+    # spawn: a fresh interpreter per worker, safe even if the caller has threads (JAX).
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=ctx) as pool:
+      futures = {pool.submit(fn, *args): n for fn, args, n in tasks}
+      for fut in concurrent.futures.as_completed(futures):
+        rows += fut.result()
+        bar.update(futures[fut])
+  bar.close()
+
+  rows.sort(key=lambda r: (r["set"], r["file"]))
+  buf = io.StringIO()
+  writer = csv.DictWriter(buf, COLUMNS, restval="", lineterminator="\n")
+  writer.writeheader()
+  writer.writerows(rows)
+  labels = os.path.join(out_dir, "labels.csv")
+  _write_atomic(labels, buf.getvalue().encode())
+  return labels
+
+
+def _pair(values: Sequence[str], flag: str) -> tuple[int, int]:
+  if len(values) != 2:
+    raise app.UsageError(f"--{flag} takes two comma-separated integers, got {values}")
+  lo, hi = map(int, values)
+  if lo > hi:
+    raise app.UsageError(f"--{flag}: {lo} > {hi}")
+  return lo, hi
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not _OUT.value:
+    raise app.UsageError("--out is required")
+  if _SOUNDFONT.value and shutil.which("fluidsynth") is None:
+    raise app.UsageError(
+        "--soundfont needs the `fluidsynth` program on PATH (Debian: apt-get install"
+        " --no-install-recommends fluidsynth); leave out --soundfont for the built-in synthesizer.")
+  labels = make_corpus(
+      _OUT.value, seed=_SEED.value, num_pieces=_NUM_PIECES.value,
+      variants_per_piece=_VARIANTS.value, max_seconds=_MAX_SECONDS.value,
+      instruments=_INSTRUMENTS.value, transpose=_pair(_TRANSPOSE.value, "transpose"),
+      tempo=_pair(_TEMPO.value, "tempo"), notes=_NOTES.value,
+      note_range=_pair(_NOTE_RANGE.value, "note_range"), note_seconds=_NOTE_SECONDS.value,
+      audio_format=_FORMAT.value, soundfont=_SOUNDFONT.value,
+      num_workers=_NUM_WORKERS.value)
+  logging.info("wrote %s", labels)
+  print(labels)
