@@ -1,0 +1,265 @@
+"""ViT-1D with K named class tokens: sizes, outputs, dtypes, gradient routing, sharding."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mt2_jax import config_defaults
+from mt2_jax import model as model_lib
+from mt2_jax import objective
+
+# Backbone parameters (patch embedding, positional embedding over 646 frames,
+# 2 class tokens, 12 or 2 blocks, final LayerNorm; no heads), computed once.
+PINNED_BACKBONE_PARAMS = {
+    "test": 40_608,
+    "tiny": 5_479_488,
+    "small": 21_575_808,
+    "base": 85_618_944,
+}
+# Equivariant head Linear(d -> 12) of tiny.
+PINNED_TINY_CPSD_HEAD = 2_316
+
+
+def _config(arg="runlocal,frames=16", tokens=None, **losses):
+  config = config_defaults.apply_arg(config_defaults.base_config(), arg)
+  if tokens is not None:
+    config.model.class_tokens = tokens
+  for name, value in losses.items():
+    if value is None:
+      del config.losses[name]
+    else:
+      config.losses[name] = value
+  return config
+
+
+def _params(model, frames=16, seed=0):
+  """Random float32 parameters of the right shapes, without compiling `init`.
+
+  Compiling the initialisers costs seconds per model on a CPU; the properties
+  tested here hold for any weights, so they are drawn here instead.
+  """
+  abstract = nn.unbox(model_lib.abstract_variables(model, 84, frames)["params"])
+  rng = np.random.default_rng(seed)
+  def draw(path, leaf):
+    if jax.tree_util.keystr(path).endswith("['scale']"):
+      return jnp.asarray(1 + 0.1 * rng.standard_normal(leaf.shape), jnp.float32)
+    scale = 1 / np.sqrt(leaf.shape[0]) if len(leaf.shape) > 1 else 0.1
+    return jnp.asarray(scale * rng.standard_normal(leaf.shape), jnp.float32)
+  return jax.tree_util.tree_map_with_path(draw, abstract)
+
+
+def _views(b=3, frames=16, seed=1):
+  return np.random.default_rng(seed).random((b, 84, frames), dtype=np.float32)
+
+
+@pytest.mark.parametrize("variant", sorted(PINNED_BACKBONE_PARAMS))
+def test_pinned_parameter_counts(variant):
+  config = _config(f"variant={variant}")  # 646 frames, K=2.
+  params = model_lib.abstract_variables(model_lib.build_model(config), 84, 646)["params"]
+  count = model_lib.count_params(params["backbone"])
+  assert count == PINNED_BACKBONE_PARAMS[variant]
+  # Independent arithmetic: timm-style pre-LN ViT blocks.
+  v = model_lib.VARIANTS[variant]
+  d, m = v["width"], v["mlp_dim"]
+  block = 2 * 2 * d + (3 * d * d + 3 * d) + (d * d + d) + (d * m + m) + (m * d + d)
+  assert count == (84 * d + d) + 646 * d + 2 * d + v["depth"] * block + 2 * d
+  if variant == "tiny":
+    assert 5.3e6 < count < 5.6e6  # DESIGN 1.3: "about 5.4 to 5.5 M" (MERT-95M / 18).
+    assert model_lib.count_params(params["head_cpsd"]) == PINNED_TINY_CPSD_HEAD
+    assert "head_ntxent" not in params  # projector 'none' has no parameters.
+
+
+def test_each_extra_class_token_costs_one_vector():
+  counts = {}
+  for k in (1, 2, 3):
+    config = _config("variant=tiny", tokens=tuple(f"t{i}" for i in range(k)),
+                     cpsd=dict(kind="cpsd", token="t0", weight=1.0, omega=7 / 12), ntxent=None)
+    params = model_lib.abstract_variables(model_lib.build_model(config), 84, 646)["params"]
+    counts[k] = model_lib.count_params(params["backbone"])
+  assert counts[2] - counts[1] == 192 and counts[3] - counts[2] == 192
+
+
+K_CONFIGS = {
+    1: ("equivariant",),
+    2: ("equivariant", "contrastive"),
+    3: ("equivariant", "contrastive", "semitone"),
+}
+
+
+def _k_config(k):
+  tokens = K_CONFIGS[k]
+  losses = dict(cpsd=dict(kind="cpsd", token="equivariant", weight=1.0, omega=7 / 12))
+  losses["ntxent"] = (dict(kind="ntxent", token="contrastive", weight=1.0, temperature=0.1, projector="none")
+                      if "contrastive" in tokens else None)
+  if "semitone" in tokens:
+    losses["cpsd_semitone"] = dict(kind="cpsd", token="semitone", weight=1.0, omega=1 / 12)
+  return _config(tokens=tokens, **losses)
+
+
+def _batch(b=4, frames=16):
+  batch = {key: _views(b=b, frames=frames, seed=i) for i, key in enumerate(objective.VIEWS)}
+  batch["shift"] = np.array([1, -3, 5, -7, 2, -11, 10, -1][:b], np.int32)
+  return batch
+
+
+@pytest.mark.parametrize("k", sorted(K_CONFIGS))
+def test_class_tokens_name_the_outputs_and_the_objective_runs(k):
+  tokens = K_CONFIGS[k]
+  config = _k_config(k)
+  model = model_lib.build_model(config)
+  params = _params(model)
+  shapes = jax.eval_shape(lambda p, x: model.apply({"params": p}, x), params, _views())
+  heads = {f"head_{name}" for name in config.losses}
+  assert set(shapes) == {f"cls_{t}" for t in tokens} | {"cls_mean", "tokens", "tokens_mean"} | heads
+  for name in [*(f"cls_{t}" for t in tokens), "cls_mean", "tokens_mean"]:
+    assert shapes[name].shape == (3, 32)
+  assert shapes["tokens"].shape == (3, 16, 32)
+  total, metrics = jax.jit(objective.make_loss_fn(config, model))(params, _batch(), None)
+  assert np.isfinite(float(total)) and set(config.losses) <= set(metrics)
+
+
+def test_named_outputs_are_what_they_say():
+  model = model_lib.build_model(_k_config(3))
+  out = jax.jit(model.apply)({"params": _params(model)}, _views())
+  tokens = K_CONFIGS[3]
+  np.testing.assert_allclose(out["cls_mean"], np.mean([out[f"cls_{t}"] for t in tokens], axis=0), atol=1e-5)
+  np.testing.assert_allclose(out["tokens_mean"], out["tokens"].mean(axis=1), atol=1e-5)
+  assert not np.allclose(out["cls_equivariant"], out["cls_semitone"], atol=1e-3)
+  # After the final LayerNorm (scale ~1, bias ~0): every vector is ~standardised.
+  assert np.abs(np.asarray(out["tokens"]).std(-1) - 1).max() < 0.5
+  for name in ("head_cpsd", "head_cpsd_semitone"):
+    y = out[name]
+    assert y.shape == (3, 12) and y.dtype == jnp.float32
+    np.testing.assert_allclose(y.sum(-1), 1.0, rtol=1e-5)
+  # Shorter windows than num_frames reuse the start of the positional table.
+  short = jax.jit(lambda p, x: model.apply({"params": p}, x, with_heads=False))(_params(model), _views(frames=5))
+  assert short["tokens"].shape == (3, 5, 32) and "head_cpsd" not in short
+  with pytest.raises(ValueError, match="num_frames"):
+    jax.eval_shape(lambda x: model.apply({"params": _params(model)}, x), _views(frames=17))
+
+
+def test_bfloat16_forward_is_close_to_float32():
+  config = _config()
+  params = _params(model_lib.build_model(config))
+  x = _views(b=4)
+  outs = {}
+  for dtype in ("float32", "bfloat16"):
+    config.model.dtype = dtype
+    model = model_lib.build_model(config)
+    outs[dtype] = jax.jit(model.apply)({"params": params}, x)
+  assert outs["bfloat16"]["tokens"].dtype == jnp.bfloat16
+  assert outs["bfloat16"]["head_cpsd"].dtype == jnp.float32  # Heads run in float32.
+  for name in ("cls_equivariant", "cls_contrastive", "tokens", "head_cpsd"):
+    ref = np.asarray(outs["float32"][name], np.float32)
+    low = np.asarray(outs["bfloat16"][name], np.float32)
+    # LayerNorm outputs are O(1); bfloat16 keeps ~3 significant digits.
+    assert np.max(np.abs(low - ref)) < 0.15, name
+    assert np.mean(np.abs(low - ref)) < 0.03 * max(1.0, np.mean(np.abs(ref))), name
+    assert np.mean(np.abs(low - ref)) > 0, name  # The bfloat16 path really ran in bfloat16.
+
+
+def _loss_grads(attention, remat=False):
+  """Gradients of each loss term (cpsd, ntxent) w.r.t. all parameters."""
+  config = _config()
+  config.model.class_token_attention = attention
+  config.model.remat = remat
+  config.losses.ntxent.projector = "mlp"
+  model = model_lib.build_model(config)
+  params = _params(model)
+  loss_fn = objective.make_loss_fn(config, model)
+  batch = _batch()
+  terms = lambda p: jnp.stack([loss_fn(p, batch, None)[1][name] for name in ("cpsd", "ntxent")])
+  jac = jax.jit(jax.jacrev(terms))(params)
+  return {name: jax.tree_util.tree_map(lambda g: g[i], jac) for i, name in enumerate(("cpsd", "ntxent"))}
+
+
+@pytest.fixture(scope="module")
+def full_grads():
+  return _loss_grads("full")
+
+
+def _norm(tree):
+  return float(sum(jnp.sum(jnp.abs(x)) for x in jax.tree_util.tree_leaves(tree)))
+
+
+@pytest.mark.parametrize("attention", ["full", "isolated"])
+def test_gradients_reach_only_the_bound_head(attention, full_grads):
+  grads = full_grads if attention == "full" else _loss_grads(attention)
+  for loss, other in (("cpsd", "ntxent"), ("ntxent", "cpsd")):
+    g = grads[loss]
+    assert _norm(g[f"head_{loss}"]) > 0
+    assert _norm(g[f"head_{other}"]) == 0.0
+    assert _norm(g["backbone"]["block00"]) > 0
+  own = {"cpsd": 0, "ntxent": 1}  # Rows of backbone/cls: equivariant, contrastive.
+  for loss in ("cpsd", "ntxent"):
+    cls_grad = np.asarray(grads[loss]["backbone"]["cls"])
+    assert np.abs(cls_grad[own[loss]]).sum() > 0
+    other_row = np.abs(cls_grad[1 - own[loss]]).sum()
+    if attention == "isolated":
+      # Class tokens never see each other, so a loss cannot move the other token.
+      assert other_row == 0.0
+    else:
+      # Full attention (the paper's ViT): the other token is a key/value of this one.
+      assert other_row > 0.0
+
+
+def test_remat_gives_the_same_gradients(full_grads):
+  remat = _loss_grads("full", remat=True)
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), full_grads, remat)
+
+
+def test_isolated_tokens_do_not_depend_on_the_other_tokens():
+  x = _views(b=2)
+  config = _config()
+  config.model.class_token_attention = "isolated"
+  model2 = model_lib.build_model(config)
+  params2 = _params(model2)
+  config.model.class_tokens = ("equivariant",)
+  del config.losses["ntxent"]
+  model1 = model_lib.build_model(config)
+  # Same weights, first class token only.
+  params1 = dict(params2, backbone=dict(params2["backbone"], cls=params2["backbone"]["cls"][:1]))
+  apply = lambda model, p: jax.jit(model.apply)({"params": p}, x)
+  out1, out2 = apply(model1, params1), apply(model2, params2)
+  for name in ("cls_equivariant", "tokens", "head_cpsd"):
+    np.testing.assert_allclose(out1[name], out2[name], atol=1e-5)
+  # With full attention the frames do see the class tokens.
+  config.model.class_token_attention = "full"
+  full = apply(model_lib.build_model(config), params1)
+  assert not np.allclose(full["tokens"], out1["tokens"], atol=1e-4)
+
+
+def test_every_parameter_has_logical_axes_and_fsdp_shards_embed():
+  model = model_lib.build_model(_config())
+  boxed = model_lib.abstract_variables(model, 84, 16)
+  leaves = jax.tree_util.tree_leaves(boxed, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+  for leaf in leaves:
+    assert isinstance(leaf, nn.Partitioned) and len(leaf.names) == len(leaf.value.shape)
+    assert leaf.value.dtype == jnp.float32
+  mesh = jax.make_mesh((2, 4), ("data", "fsdp"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
+  for sharding in ("data", "fsdp"):
+    shardings = model_lib.param_shardings(boxed, mesh, sharding)
+    specs = {jax.tree_util.keystr(path): s.spec for path, s in jax.tree_util.tree_leaves_with_path(shardings)}
+    flat = [axis for spec in specs.values() for axis in spec if axis is not None]
+    if sharding == "data":
+      assert not flat  # Everything replicated.
+    else:
+      assert set(flat) == {"fsdp"}
+      assert specs["['params']['backbone']['block00']['mlp']['fc1']['kernel']"] == jax.sharding.PartitionSpec(
+          "fsdp", None)
+      assert specs["['params']['backbone']['pos_embed']"] == jax.sharding.PartitionSpec(None, "fsdp")
+
+
+def test_fsdp_sharded_forward_matches_unsharded():
+  model = model_lib.build_model(_config())
+  params = _params(model)
+  x = _views(b=8)
+  mesh = jax.make_mesh((2, 4), ("data", "fsdp"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
+  boxed = model_lib.abstract_variables(model, 84, 16)
+  shardings = model_lib.param_shardings(boxed, mesh, "fsdp")["params"]
+  sharded = jax.device_put(params, shardings)
+  x_sharded = jax.device_put(x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp"))))
+  apply = jax.jit(lambda p, x: model.apply({"params": p}, x)["cls_mean"])
+  np.testing.assert_allclose(apply(sharded, x_sharded), apply(params, x), atol=1e-5)
