@@ -1,0 +1,174 @@
+"""The CQT front-end and `mt2 prepare`: values, bad input, resume, metadata checks."""
+
+import csv
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from mt2_jax import dataset, prepare
+from mt2_jax.cqt import CQTConfig, log_cqt
+
+
+def sine(freq, seconds, sr=22050, amp=0.5):
+  t = np.arange(int(seconds * sr)) / sr
+  return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def test_cqt_of_a440_peaks_at_bin_48_and_equals_librosa():
+  import librosa
+  cfg = CQTConfig()
+  x = sine(440.0, 3.0)
+  spec = log_cqt(x, cfg)
+  assert spec.shape == (99, cfg.num_frames(x.size))
+  profile = spec[:, 10:-10].mean(axis=1)
+  assert int(np.argmax(profile)) == 48  # A4 is 4 octaves above A0.
+  direct = np.abs(librosa.cqt(x, sr=22050, hop_length=512, fmin=27.5, n_bins=99, bins_per_octave=12))
+  db = 10 * np.log10(np.maximum(direct, 1e-10))
+  db = np.maximum(db, db.max() - 80)
+  np.testing.assert_allclose(spec, db / 80 + 1, atol=1e-5)
+  assert spec.max() - spec.min() == pytest.approx(1.0, abs=1e-5)  # the 80 dB clamp
+
+
+def test_fifteen_seconds_give_646_frames():
+  assert CQTConfig().num_frames(15 * 22050) == 646
+
+
+def test_excerpt_bounds_cover_track_in_equal_bounded_parts():
+  b = prepare.excerpt_bounds(22050 * 130, 22050, 60.0)
+  assert len(b) == 3 and b[0][0] == 0 and b[-1][1] == 22050 * 130
+  assert all(s2 == e1 for (_, e1), (s2, _) in zip(b, b[1:]))
+  assert max(e - s for s, e in b) <= 60 * 22050
+
+
+@pytest.fixture(scope="module")
+def audio_dir(tmp_path_factory):
+  """Good files (two rates, stereo, a long one) and four bad ones."""
+  d = tmp_path_factory.mktemp("audio")
+  sf.write(d / "a440.wav", sine(440, 4.0, sr=44100), 44100)
+  stereo = np.stack([sine(220, 3.0, 16000), sine(330, 3.0, 16000)], axis=1)
+  (d / "sub").mkdir()
+  sf.write(d / "sub" / "stereo.flac", stereo, 16000)
+  sf.write(d / "long.wav", sine(110, 25.0), 22050)
+  sf.write(d / "short.wav", sine(440, 0.2), 22050)
+  sf.write(d / "silent.wav", np.zeros(22050 * 2, np.float32), 22050)
+  nan = sine(440, 2.0)
+  nan[100] = np.nan
+  sf.write(d / "nan.wav", nan, 22050, subtype="FLOAT")
+  (d / "corrupt.flac").write_bytes(b"fLaC" + bytes(range(256)) * 4)
+  (d / "labels.csv").write_text(
+      "file,key,tonic,split\na440.wav,A major,9,train\nlong.wav,A minor,9,test\n")
+  (d / "sub" / "labels.csv").write_text("file,key,tonic,split\nstereo.flac,C major,0,train\n")
+  return d
+
+
+def run_prepare(audio_dir, out, **kw):
+  kw.setdefault("num_workers", 1)
+  return prepare.prepare(audio_dir, out, max_excerpt_seconds=10.0, files_per_shard=2,
+                         progress=False, **kw)
+
+
+def test_prepare_writes_good_files_and_reports_bad_ones(audio_dir, tmp_path):
+  out = tmp_path / "data"
+  s = run_prepare(audio_dir, out)
+  assert s.complete
+  with open(out / "rejected.csv") as f:
+    rejected = {r["file"]: r["reason"] for r in csv.DictReader(f)}
+  assert set(rejected) == {"short.wav", "silent.wav", "nan.wav", "corrupt.flac"}
+  assert "too short" in rejected["short.wav"] and "silent" in rejected["silent.wav"]
+  assert "non-finite" in rejected["nan.wav"] and "unreadable" in rejected["corrupt.flac"]
+
+  # Read back with plain TFDS, without this package's reader.
+  import tensorflow_datasets as tfds
+  builder = tfds.builder_from_directory(str(out))
+  train = builder.as_data_source(split="train")
+  test = builder.as_data_source(split="test")
+  assert sorted(r["source"].decode() for r in train) == ["a440.wav", "sub/stereo.flac"]
+  # 25 s with 10 s excerpts -> 3 equal excerpts of one track, split by labels.csv.
+  long = sorted((r for r in test), key=lambda r: r["start"])
+  assert len(long) == 3 and {r["track_id"].decode() for r in long} == {"long"}
+  assert long[0]["key"].decode() == "A minor" and long[0]["tonic"] == 9
+  cfg = CQTConfig()
+  for r in list(train) + long:
+    assert r["cqt"].dtype == np.float16 and r["cqt"].shape == (99, r["num_frames"])
+  # Values read back equal a direct computation on the same audio.
+  by_src = {r["source"].decode(): r for r in train}
+  from mt2_jax.audio import load_audio
+  direct = log_cqt(load_audio(audio_dir / "a440.wav"), cfg).astype(np.float16)
+  np.testing.assert_array_equal(by_src["a440.wav"]["cqt"], direct)
+  assert by_src["sub/stereo.flac"]["key"].decode() == "C major"
+  assert builder.info.metadata["cqt"] == cfg.to_dict()
+
+
+def test_rerun_skips_done_shards_and_workers_give_same_bytes(audio_dir, tmp_path):
+  a, b = tmp_path / "a", tmp_path / "b"
+  s1 = run_prepare(audio_dir, a)
+  s2 = run_prepare(audio_dir, a)
+  assert s1.files == 7 and s2.files == 0 and s2.skipped_shards == 4
+  run_prepare(audio_dir, b, num_workers=2)
+  shards = sorted(p.name for p in a.glob("mt2_cqt-*"))
+  assert shards == sorted(p.name for p in b.glob("mt2_cqt-*"))
+  for name in shards:
+    assert (a / name).read_bytes() == (b / name).read_bytes()
+
+
+def test_disjoint_parts_build_one_dataset(audio_dir, tmp_path):
+  out = tmp_path / "data"
+  s0 = run_prepare(audio_dir, out, shard_index=0, num_shards=2)
+  assert not s0.complete and not (out / "dataset_info.json").exists()
+  with pytest.raises(FileNotFoundError, match="incomplete"):
+    dataset.open_builder(out)
+  s1 = run_prepare(audio_dir, out, shard_index=1, num_shards=2)
+  assert s1.complete and s0.files + s1.files == 7 and s0.files and s1.files
+  assert len(dataset.open_split(out, "train")) == 2
+
+
+def test_interrupted_run_keeps_finished_shards(audio_dir, tmp_path, monkeypatch):
+  out = tmp_path / "data"
+  calls = []
+  real = prepare.process_file
+
+  def flaky(job):
+    calls.append(job[1])
+    if len(calls) == 5:
+      raise KeyboardInterrupt
+    return real(job)
+
+  monkeypatch.setattr(prepare, "process_file", flaky)
+  with pytest.raises(KeyboardInterrupt):
+    run_prepare(audio_dir, out)
+  done = sorted(p.name for p in (out / "_parts").glob("*-*.json"))
+  assert len(done) == 2  # shards of 2 files: the first two finished, the third was in flight.
+  monkeypatch.setattr(prepare, "process_file", real)
+  s = run_prepare(audio_dir, out)
+  assert s.complete and s.skipped_shards == 2 and s.files == 4
+
+
+def test_changed_inputs_into_same_folder_is_an_error(audio_dir, tmp_path):
+  out = tmp_path / "data"
+  run_prepare(audio_dir, out)
+  with pytest.raises(ValueError, match="other files or settings"):
+    run_prepare(audio_dir, out, cqt=CQTConfig(hop_length=256))
+
+
+def test_mismatched_cqt_config_is_a_clear_error(audio_dir, tmp_path):
+  out = tmp_path / "data"
+  run_prepare(audio_dir, out)
+  assert len(dataset.open_split(out, "train", CQTConfig())) == 2
+  with pytest.raises(dataset.CQTMismatchError, match=r"hop_length: dataset has 512, config has 256"):
+    dataset.open_split(out, "train", CQTConfig(hop_length=256))
+
+
+def test_cli_exits_nonzero_when_nothing_is_usable(tmp_path):
+  d = tmp_path / "bad"
+  d.mkdir()
+  sf.write(d / "silent.wav", np.zeros(22050 * 2, np.float32), 22050)
+  mt2 = pathlib.Path(sys.executable).parent / "mt2"
+  r = subprocess.run([str(mt2), "prepare", "--audio", str(d), "--out", str(tmp_path / "o")],
+                     capture_output=True, text=True)
+  assert r.returncode == 1 and "no usable audio" in r.stderr
+  assert "silent" in (tmp_path / "o" / "rejected.csv").read_text()
