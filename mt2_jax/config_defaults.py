@@ -21,6 +21,7 @@ CPU-sized data.
 import ast
 
 import ml_collections
+from ml_collections import config_dict
 
 # Shortcuts for the `key=value` part of `arg`; any dotted path works too.
 ALIASES = {
@@ -61,6 +62,12 @@ def base_config() -> ml_collections.ConfigDict:
       # frames see frames only, so tokens are independent readouts.
       class_token_attention="full",
       remat=False,  # Rematerialise each block in the backward pass (saves memory).
+      # Unset (None): the variant's. Set one to vary a single dimension, e.g.
+      # --config.model.depth=4.
+      width=config_dict.placeholder(int),
+      depth=config_dict.placeholder(int),
+      num_heads=config_dict.placeholder(int),
+      mlp_dim=config_dict.placeholder(int),
   )
 
   # Each loss is bound by name to one class token and owns its head.

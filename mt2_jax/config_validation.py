@@ -87,6 +87,12 @@ def check_model(config) -> None:
   model = config.model
   if model.variant not in model_lib.VARIANTS:
     _fail("model.variant", f"unknown {model.variant!r}; known: {sorted(model_lib.VARIANTS)}")
+  for key in ("width", "depth", "num_heads", "mlp_dim"):
+    if model.get(key) is not None:
+      _positive_int(config, f"model.{key}")
+  dims = model_lib.model_dims(config)
+  if dims["width"] % dims["num_heads"]:
+    _fail("model.num_heads", f"width {dims['width']} is not divisible by num_heads {dims['num_heads']}")
   if model.dtype not in DTYPES:
     _fail("model.dtype", f"unknown {model.dtype!r}; known: {DTYPES}")
   _number(config, "model.dropout", low=0, high=1, high_open=True)
@@ -165,8 +171,7 @@ def check_mesh(config) -> None:
   if list(sizes.values()).count(-1) > 1:
     _fail("mesh", "at most one axis may be -1")
   fsdp = sizes["fsdp"]
-  if config.sharding == "fsdp" and fsdp > 0 and config.model.variant in model_lib.VARIANTS:
-    width = model_lib.VARIANTS[config.model.variant]["width"]
+  if config.sharding == "fsdp" and fsdp > 0:
+    width = model_lib.model_dims(config)["width"]
     if width % fsdp:
-      _fail("mesh.fsdp", f"the embedding width {width} of variant {config.model.variant!r} "
-            f"is not divisible by {fsdp}")
+      _fail("mesh.fsdp", f"the embedding width {width} is not divisible by {fsdp}")

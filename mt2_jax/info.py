@@ -78,7 +78,7 @@ def summarize(config, compiled_flops: bool = True) -> dict:
   params = nn.unbox(boxed["params"])
   backbone = params["backbone"]
   heads = {name: model_lib.count_params(tree) for name, tree in params.items() if name != "backbone"}
-  variant = model_lib.VARIANTS[config.model.variant]
+  variant = model_lib.model_dims(config)
   class_tokens = list(config.model.class_tokens)
 
   view = jax.ShapeDtypeStruct((1, bins, frames), jnp.float32)

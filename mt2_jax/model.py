@@ -301,12 +301,21 @@ def head_specs(config) -> tuple[HeadSpec, ...]:
   return tuple(specs)
 
 
-def build_model(config) -> MT2:
-  """The MT2 module described by `config.model`, `config.data` and `config.losses`."""
+def model_dims(config) -> dict[str, int]:
+  """width, depth, num_heads, mlp_dim: the variant's, unless set in config.model."""
   if config.model.variant not in VARIANTS:
     raise ValueError(f"config.model.variant: unknown {config.model.variant!r}; known: {sorted(VARIANTS)}")
+  dims = dict(VARIANTS[config.model.variant])
+  for key in dims:
+    if config.model.get(key) is not None:
+      dims[key] = config.model[key]
+  return dims
+
+
+def build_model(config) -> MT2:
+  """The MT2 module described by `config.model`, `config.data` and `config.losses`."""
   backbone = ViT1D(
-      **VARIANTS[config.model.variant],
+      **model_dims(config),
       num_frames=config.data.segment_frames,
       class_tokens=tuple(config.model.class_tokens),
       dtype=jnp.dtype(config.model.dtype),
@@ -330,6 +339,6 @@ def abstract_variables(model: MT2, num_bins: int, num_frames: int, batch: int = 
 
 __all__ = [
     "VARIANTS", "LOSS_KINDS", "LOGICAL_AXIS_RULES", "logical_axis_rules", "param_shardings",
-    "HeadSpec", "ViT1D", "MT2", "EquivariantHead", "ContrastiveHead", "head_specs", "build_model",
+    "HeadSpec", "ViT1D", "MT2", "EquivariantHead", "ContrastiveHead", "head_specs", "model_dims", "build_model",
     "count_params", "abstract_variables",
 ]

@@ -98,9 +98,28 @@ def test_arg_presets_and_overrides():
   assert config.data.segment_frames == 128 and config.model.dropout == 0.1 and config.batch_size == 16
   assert config_defaults.apply_arg(config_defaults.base_config(), "lr=1").optim.lr == 1.0
   with pytest.raises(ValueError, match="unknown key"):
-    config_defaults.apply_arg(config_defaults.base_config(), "model.width=8")
+    config_defaults.apply_arg(config_defaults.base_config(), "model.widht=8")
   with pytest.raises(ValueError, match="unknown preset"):
     config_defaults.apply_arg(config_defaults.base_config(), "runfast")
+
+
+def test_command_line_overrides_reach_the_model():
+  from absl import flags
+  from ml_collections import config_flags
+  argv = ["mt2", f"--config={ROOT / 'configs' / 'mt2.py'}:runlocal", "--config.model.depth=1",
+          "--config.model.num_heads=4", "--config.losses.ntxent.temperature=0.2"]
+  values = flags.FlagValues()
+  # config_flags reads the override flags from sys.argv unless told otherwise.
+  config_flags.DEFINE_config_file("config", flag_values=values, sys_argv=argv)
+  values(argv)
+  config = values.config
+  config_validation.validate(config)
+  assert model_lib.model_dims(config) == dict(width=32, depth=1, num_heads=4, mlp_dim=64)
+  data = info.summarize(config, compiled_flops=False)
+  assert data["depth"] == 1 and data["params_breakdown"]["blocks"] == 17_088 // 2
+  config.model.num_heads = 5
+  with pytest.raises(ValueError, match="config.model.num_heads:"):
+    config_validation.validate(config)
 
 
 def _mutate(path, value):
