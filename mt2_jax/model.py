@@ -34,16 +34,15 @@ VARIANTS = {
     "base": dict(width=768, depth=12, num_heads=12, mlp_dim=3072),
 }
 
-# Loss kind -> the head it needs (see `HeadSpec`).
+# Loss kinds: 'cpsd' gets an EquivariantHead, 'ntxent' a ContrastiveHead.
 LOSS_KINDS = ("cpsd", "ntxent")
 PROJECTORS = ("none", "mlp")
 NUM_PITCH_CLASSES = 12
 
-# Logical names of parameter and activation dimensions. Only 'embed' (and the
-# batch of activations) is ever sharded: it is the one dimension every large
-# matrix has, and the dims are multiples of 8 for every variant.
-_REPLICATED = ("bins", "frames", "classes", "mlp", "qkv", "heads", "kv", "pitch", "proj_hidden", "proj",
-               "length")
+# Logical names of parameter dimensions, plus 'batch' for activations and
+# inputs. Only 'embed' is ever sharded among parameters: every large matrix has
+# it, and the widths of all variants are multiples of 8.
+_REPLICATED = ("bins", "frames", "classes", "mlp", "qkv", "heads", "kv", "pitch", "proj_hidden", "proj")
 LOGICAL_AXIS_RULES = {
     # Data parallel: parameters replicated; the batch over every device.
     "data": (("batch", ("data", "fsdp")), ("embed", None)) + tuple((n, None) for n in _REPLICATED),
