@@ -49,6 +49,11 @@ def make_mesh(config, devices=None) -> Mesh:
   return Mesh(mesh_utils.create_device_mesh((data, fsdp), devices), MESH_AXES)
 
 
+def single_device_mesh(device=None) -> Mesh:
+  """A 1x1 mesh: inference and checkpoint loading on one device."""
+  return Mesh(np.array([device or jax.devices()[0]]).reshape(1, 1), MESH_AXES)
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, BATCH_SPEC)
 

@@ -1,0 +1,94 @@
+"""Orbax checkpoints of a run: train state and data-iterator position together.
+
+`DIR/checkpoints/<step>/state` holds the TrainState (params, optimizer state,
+step, rng) and `DIR/checkpoints/<step>/data` the Grain iterator state of every
+process, so a resumed run sees exactly the batches it would have seen.
+`DIR/config.json` is the config the run was started with; `load_run` turns a
+workdir into (config, params) for inference.
+"""
+
+import json
+import pathlib
+from typing import Any
+
+import ml_collections
+import orbax.checkpoint as ocp
+
+
+def checkpoint_dir(workdir) -> pathlib.Path:
+  return pathlib.Path(workdir).absolute() / "checkpoints"
+
+
+class Checkpointer:
+  """A thin CheckpointManager over the items 'state' and (optionally) 'data'."""
+
+  def __init__(self, workdir, max_to_keep: int = 3):
+    import grain
+    # Synchronous saves: the data-iterator state must be the one at the step
+    # saved, and a preempted process must not exit with a save in flight.
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False)
+    self.manager = ocp.CheckpointManager(
+        checkpoint_dir(workdir), options=options,
+        item_handlers={"state": ocp.StandardCheckpointHandler(),
+                       "data": grain.checkpoint.CheckpointHandler()})
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self.manager.all_steps())
+
+  def save(self, step: int, state: Any, data_iterator=None) -> None:
+    import grain
+    items = {"state": ocp.args.StandardSave(state)}
+    if data_iterator is not None:
+      items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+    self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+    self.manager.wait_until_finished()
+
+  def restore(self, step: int, abstract_state: Any, data_iterator=None) -> Any:
+    """Restores into `abstract_state`'s shardings (any device count)."""
+    import grain
+    items = {"state": ocp.args.StandardRestore(abstract_state)}
+    if data_iterator is not None:
+      items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+    return self.manager.restore(step, args=ocp.args.Composite(**items)).state
+
+  def close(self) -> None:
+    self.manager.close()
+
+
+def save_config(workdir, config: ml_collections.ConfigDict) -> None:
+  path = pathlib.Path(workdir) / "config.json"
+  path.write_text(config.to_json(indent=2))
+
+
+def load_config(workdir) -> ml_collections.ConfigDict:
+  path = pathlib.Path(workdir) / "config.json"
+  if not path.exists():
+    raise FileNotFoundError(f"{workdir} is not a training run: no config.json "
+                            f"(it is written by `mt2 train --workdir={workdir}`).")
+  config = ml_collections.ConfigDict(json.loads(path.read_text()))
+  config.model.class_tokens = tuple(config.model.class_tokens)  # JSON made it a list.
+  return config
+
+
+def load_run(workdir, step: int | None = None):
+  """(config, params, step) of a run's latest (or given) checkpoint, on one device.
+
+  params is the float32 'params' tree that `build_model(config).apply` takes.
+  """
+  from mt2_jax import model as model_lib
+  from mt2_jax import train_step
+  config = load_config(workdir)
+  ckpt = Checkpointer(workdir)
+  step = ckpt.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f"{workdir} has no checkpoint yet (checkpoints/ is empty).")
+  model = model_lib.build_model(config)
+  tx = train_step.make_optimizer(config)
+  abstract = train_step.abstract_train_state(config, model, tx, train_step.single_device_mesh())
+  state = ckpt.restore(step, abstract)
+  ckpt.close()
+  return config, state.params, step
