@@ -73,28 +73,42 @@ import soundfile as sf
 
 from mt2_jax import synth
 
-_OUT = flags.DEFINE_string("out", None, "Output directory.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the renditions (transposition, instrument, tempo).")
-_NUM_PIECES = flags.DEFINE_integer("num_pieces", 150, "Chorales to render; -1 for all (348).")
-_VARIANTS = flags.DEFINE_integer("variants_per_piece", 3, "Renditions per chorale.")
-_MAX_SECONDS = flags.DEFINE_float(
-    "max_seconds", 30.0, "Length of each rendition in s (the chorale is repeated, verse after"
-    " verse, to fill it and then cut); 0 renders one verse, uncut.")
-_INSTRUMENTS = flags.DEFINE_list(
-    "instruments", list(synth.INSTRUMENTS), "Instruments to draw from.")
-_TRANSPOSE = flags.DEFINE_list(
-    "transpose", ["-6", "5"], "Lowest,highest transposition in semitones (inclusive).")
-_TEMPO = flags.DEFINE_list("tempo", ["60", "132"], "Lowest,highest tempo in bpm (inclusive).")
-_NOTES = flags.DEFINE_bool("notes", True, "Also render the single-note set.")
-_NOTE_RANGE = flags.DEFINE_list(
-    "note_range", ["36", "84"], "Lowest,highest MIDI pitch of the note set (inclusive).")
-_NOTE_SECONDS = flags.DEFINE_float("note_seconds", 2.0, "Length of each note file in s.")
-_FORMAT = flags.DEFINE_enum("format", "flac", ["flac", "wav"], "Audio file format (16-bit).")
-_SOUNDFONT = flags.DEFINE_string(
-    "soundfont", None, "A .sf2 file: render with the `fluidsynth` program instead of the"
-    " built-in synthesizer.")
-_NUM_WORKERS = flags.DEFINE_integer(
-    "num_workers", os.cpu_count() or 1, "Worker processes; 0 or 1 renders in this process.")
+
+def _define(define, name, default, help_, *args):
+  """Defines flag --name for `mt2 corpus`, yielding to other mt2 modules.
+
+  `mt2 prepare` also has --out and --num_workers; a process that imports both
+  modules (the test suite, the demo) must not fail with DuplicateFlagError in
+  either import order. So an existing flag is reused, and ours is overridable.
+  In `mt2 corpus` itself only this module defines flags, so they are ours.
+  """
+  if name not in flags.FLAGS:
+    define(name, default, *args, help=help_, allow_override=True)
+
+
+_define(flags.DEFINE_string, "out", None, "Output directory.")
+_define(flags.DEFINE_integer, "seed", 0, "Seed of the renditions (transposition, instrument, tempo).")
+_define(flags.DEFINE_integer, "num_pieces", 150, "Chorales to render; -1 for all (348).")
+_define(flags.DEFINE_integer, "variants_per_piece", 3, "Renditions per chorale.")
+_define(flags.DEFINE_float, "max_seconds", 30.0,
+        "Length of each rendition in s (the chorale is repeated, verse after verse, to fill it"
+        " and then cut); 0 renders one verse, uncut.")
+_define(flags.DEFINE_list, "instruments", list(synth.INSTRUMENTS), "Instruments to draw from.")
+_define(flags.DEFINE_list, "transpose", ["-6", "5"],
+        "Lowest,highest transposition in semitones (inclusive).")
+_define(flags.DEFINE_list, "tempo", ["60", "132"], "Lowest,highest tempo in bpm (inclusive).")
+_define(flags.DEFINE_bool, "notes", True, "Also render the single-note set.")
+_define(flags.DEFINE_list, "note_range", ["36", "84"],
+        "Lowest,highest MIDI pitch of the note set (inclusive).")
+_define(flags.DEFINE_float, "note_seconds", 2.0, "Length of each note file in s.")
+_define(flags.DEFINE_string, "soundfont", None,
+        "A .sf2 file: render with the `fluidsynth` program instead of the built-in synthesizer.")
+_define(flags.DEFINE_integer, "num_workers", os.cpu_count() or 1,
+        "Worker processes; 0 or 1 renders in this process.")
+if "format" not in flags.FLAGS:
+  flags.DEFINE_enum("format", "flac", ["flac", "wav"], "Audio file format (16-bit).",
+                    allow_override=True)
+FLAGS = flags.FLAGS
 
 # One spelling per pitch class; mir_eval.key accepts all of these.
 PITCH_CLASSES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "G#", "A", "Bb", "B")
@@ -451,6 +465,10 @@ def _note_task(instrument: str, pitches: Sequence[int], out_dir: str, s: _Settin
   return rows
 
 
+class SettingsMismatchError(ValueError):
+  """--out already holds a corpus rendered with other settings."""
+
+
 def _check_settings(out_dir: str, settings: _Settings) -> None:
   """Writes corpus.json, or refuses an --out made with other settings (its files would be reused)."""
   path = os.path.join(out_dir, "corpus.json")
@@ -460,7 +478,7 @@ def _check_settings(out_dir: str, settings: _Settings) -> None:
       theirs = json.load(f)
     if theirs != mine:
       diff = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
-      raise ValueError(f"{out_dir} holds a corpus made with other settings (was, now): {diff};"
+      raise SettingsMismatchError(f"{out_dir} holds a corpus made with other settings (was, now): {diff};"
                        " choose another output directory.")
   else:
     _write_atomic(path, json.dumps(mine, indent=1).encode())
@@ -566,19 +584,21 @@ def _pair(values: Sequence[str], flag: str) -> tuple[int, int]:
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not _OUT.value:
+  if not FLAGS.out:
     raise app.UsageError("--out is required")
-  if _SOUNDFONT.value and shutil.which("fluidsynth") is None:
+  if FLAGS.soundfont and shutil.which("fluidsynth") is None:
     raise app.UsageError(
         "--soundfont needs the `fluidsynth` program on PATH (Debian: apt-get install"
         " --no-install-recommends fluidsynth); leave out --soundfont for the built-in synthesizer.")
-  labels = make_corpus(
-      _OUT.value, seed=_SEED.value, num_pieces=_NUM_PIECES.value,
-      variants_per_piece=_VARIANTS.value, max_seconds=_MAX_SECONDS.value,
-      instruments=_INSTRUMENTS.value, transpose=_pair(_TRANSPOSE.value, "transpose"),
-      tempo=_pair(_TEMPO.value, "tempo"), notes=_NOTES.value,
-      note_range=_pair(_NOTE_RANGE.value, "note_range"), note_seconds=_NOTE_SECONDS.value,
-      audio_format=_FORMAT.value, soundfont=_SOUNDFONT.value,
-      num_workers=_NUM_WORKERS.value)
+  try:
+    labels = make_corpus(
+        FLAGS.out, seed=FLAGS.seed, num_pieces=FLAGS.num_pieces,
+        variants_per_piece=FLAGS.variants_per_piece, max_seconds=FLAGS.max_seconds,
+        instruments=FLAGS.instruments, transpose=_pair(FLAGS.transpose, "transpose"),
+        tempo=_pair(FLAGS.tempo, "tempo"), notes=FLAGS.notes,
+        note_range=_pair(FLAGS.note_range, "note_range"), note_seconds=FLAGS.note_seconds,
+        audio_format=FLAGS.format, soundfont=FLAGS.soundfont, num_workers=FLAGS.num_workers)
+  except SettingsMismatchError as e:
+    raise app.UsageError(str(e)) from e
   logging.info("wrote %s", labels)
   print(labels)

@@ -160,9 +160,10 @@ def _flute(t, pitch, sr, seed):
 def _brass(t, pitch, sr, seed):
   f0 = midi_to_hz(pitch)
   h = np.arange(1, 25)
-  # Sawtooth-like with a formant near 1.2 kHz; high partials enter later, so the
-  # attack brightens ("blare").
-  amps = h ** -0.7 * (1.0 + 1.5 * np.exp(-((h * f0 - 1200.0) / 800.0) ** 2))
+  # Bright, with a weak fundamental and a formant near 1.2 kHz (a trumpet's
+  # bell); high partials enter later, so the attack brightens ("blare").
+  amps = h ** -0.5 * (1.0 + 3.0 * np.exp(-((h * f0 - 1200.0) / 700.0) ** 2))
+  amps[0] *= 0.5
   onsets = 0.008 + 0.006 * h
   env = 0.85 + 0.15 * np.exp(-t / 0.15)  # Slight fall from the attack to the sustain.
   return env * _partials(t, f0, amps, onsets=onsets, vibrato=(5.5, 0.002), phase_seed=seed)
