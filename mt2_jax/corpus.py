@@ -105,9 +105,7 @@ _define(flags.DEFINE_string, "soundfont", None,
         "A .sf2 file: render with the `fluidsynth` program instead of the built-in synthesizer.")
 _define(flags.DEFINE_integer, "num_workers", os.cpu_count() or 1,
         "Worker processes; 0 or 1 renders in this process.")
-if "format" not in flags.FLAGS:
-  flags.DEFINE_enum("format", "flac", ["flac", "wav"], "Audio file format (16-bit).",
-                    allow_override=True)
+_define(flags.DEFINE_enum, "format", "flac", "Audio file format (16-bit).", ["flac", "wav"])
 FLAGS = flags.FLAGS
 
 # One spelling per pitch class; mir_eval.key accepts all of these.
@@ -131,6 +129,14 @@ _SAME_TUNE = {
     "bach/bwv270": "bach/bwv244.54", "bach/bwv415": "bach/bwv245.26",
     "bach/bwv4.8": "bach/bwv277", "bach/bwv327": "bach/bwv326", "bach/bwv47.5": "bach/bwv421",
 }
+
+
+class CorpusError(Exception):
+  """A request that cannot be rendered; `mt2 corpus` reports it without a traceback."""
+
+
+class SettingsMismatchError(CorpusError):
+  """--out already holds a corpus rendered with other settings."""
 
 
 # ---------------------------------------------------------------------------
@@ -243,7 +249,8 @@ def load_chorale(name: str, cache_dir: str | None = None) -> Chorale:
   """Parses a chorale with music21 and exports it to MIDI, or reads both from cache_dir.
 
   The cache holds <piece>.mid (music21's MIDI export) and <piece>.json (its
-  key); parsing and exporting take ~0.5 s a chorale, reading the cache ~10 ms.
+  key); parsing and exporting take ~1 s a chorale (music21 expands repeats
+  on deep copies), reading the cache ~10 ms.
   """
   piece = piece_id(name)
   mid = json_path = None
@@ -318,13 +325,11 @@ def rendition_notes(notes: np.ndarray, transposition: int, tempo: float,
   beat = 60.0 / tempo
   verse = notes.copy()
   verse[:, 2] += transposition
-  if not max_seconds:
-    verses = [verse]
-  else:
-    period = (notes[:, 1].max() + VERSE_GAP_BEATS) * beat
-    repeats = int(np.ceil(max_seconds / period))
-    verses = [verse + [k * period / beat, k * period / beat, 0, 0] for k in range(repeats)]
-  out = np.concatenate(verses)
+  repeats = 1
+  if max_seconds:
+    period = notes[:, 1].max() + VERSE_GAP_BEATS  # Beats from one verse to the next.
+    repeats = int(np.ceil(max_seconds / (period * beat)))
+  out = np.concatenate([verse + [k * period, k * period, 0, 0] for k in range(repeats)])
   out[:, :2] *= beat
   if max_seconds:
     out = out[out[:, 0] < max_seconds]
@@ -349,19 +354,24 @@ def _fluidsynth(notes: np.ndarray, program: int, soundfont: str, sample_rate: in
   with tempfile.TemporaryDirectory() as tmp:
     mid, wav = os.path.join(tmp, "in.mid"), os.path.join(tmp, "out.wav")
     pm.write(mid)
-    # -R 0 -C 0: no reverb or chorus, so the output is a function of the notes.
-    cmd = [_fluidsynth_binary(), "-ni", "-q", "-R", "0", "-C", "0", "-g", "0.5",
+    # -R 0 -C 0: no reverb or chorus, so the output is a function of the notes;
+    # float output never clips, whatever the polyphony.
+    cmd = [_fluidsynth_binary(), "-ni", "-q", "-R", "0", "-C", "0", "-g", "0.5", "-O", "float",
            "-r", str(sample_rate), "-F", wav, soundfont, mid]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if done.returncode or not os.path.exists(wav):
+      raise RuntimeError(f"fluidsynth failed ({' '.join(cmd)}):\n{done.stdout}")
     x, sr = sf.read(wav, dtype="float32", always_2d=True)
   assert sr == sample_rate, (sr, sample_rate)
+  if len(notes) and not np.any(x):  # fluidsynth exits 0 even when it could not load anything.
+    raise RuntimeError(f"fluidsynth rendered silence ({' '.join(cmd)}):\n{done.stdout}")
   return x.mean(axis=1)
 
 
 def _fluidsynth_binary() -> str:
   path = shutil.which("fluidsynth")
   if path is None:
-    raise RuntimeError(
+    raise CorpusError(
         "--soundfont needs the `fluidsynth` program, which is not on PATH. Install it (Debian:"
         " apt-get install --no-install-recommends fluidsynth) or leave out --soundfont to use"
         " the built-in synthesizer.")
@@ -465,10 +475,6 @@ def _note_task(instrument: str, pitches: Sequence[int], out_dir: str, s: _Settin
   return rows
 
 
-class SettingsMismatchError(ValueError):
-  """--out already holds a corpus rendered with other settings."""
-
-
 def _check_settings(out_dir: str, settings: _Settings) -> None:
   """Writes corpus.json, or refuses an --out made with other settings (its files would be reused)."""
   path = os.path.join(out_dir, "corpus.json")
@@ -518,12 +524,16 @@ def make_corpus(out_dir: str, seed: int = 0, num_pieces: int = 150, variants_per
   instruments = tuple(instruments or synth.INSTRUMENTS)
   unknown = set(instruments) - set(synth.INSTRUMENTS)
   if unknown:
-    raise ValueError(f"unknown instruments {sorted(unknown)}; known: {list(synth.INSTRUMENTS)}")
+    raise CorpusError(f"unknown instruments {sorted(unknown)}; known: {list(synth.INSTRUMENTS)}")
   if soundfont is not None:
     _fluidsynth_binary()  # Fail now, not in a worker.
     soundfont = os.path.abspath(soundfont)
     if not os.path.isfile(soundfont):
-      raise FileNotFoundError(soundfont)
+      raise CorpusError(f"--soundfont {soundfont}: no such file")
+    with open(soundfont, "rb") as f:
+      head = f.read(12)
+    if head[:4] != b"RIFF" or head[8:] != b"sfbk":
+      raise CorpusError(f"{soundfont} is not a SoundFont 2 (.sf2) file")
   settings = _Settings(seed, float(max_seconds), instruments, tuple(map(int, transpose)),
                        tuple(map(int, tempo)), tuple(map(int, note_range)), float(note_seconds),
                        audio_format, soundfont)
@@ -586,10 +596,6 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not FLAGS.out:
     raise app.UsageError("--out is required")
-  if FLAGS.soundfont and shutil.which("fluidsynth") is None:
-    raise app.UsageError(
-        "--soundfont needs the `fluidsynth` program on PATH (Debian: apt-get install"
-        " --no-install-recommends fluidsynth); leave out --soundfont for the built-in synthesizer.")
   try:
     labels = make_corpus(
         FLAGS.out, seed=FLAGS.seed, num_pieces=FLAGS.num_pieces,
@@ -598,7 +604,7 @@ def main(argv: Sequence[str]) -> None:
         tempo=_pair(FLAGS.tempo, "tempo"), notes=FLAGS.notes,
         note_range=_pair(FLAGS.note_range, "note_range"), note_seconds=FLAGS.note_seconds,
         audio_format=FLAGS.format, soundfont=FLAGS.soundfont, num_workers=FLAGS.num_workers)
-  except SettingsMismatchError as e:
+  except CorpusError as e:
     raise app.UsageError(str(e)) from e
   logging.info("wrote %s", labels)
   print(labels)

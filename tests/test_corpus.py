@@ -236,7 +236,7 @@ def test_soundfont_without_fluidsynth_is_a_clear_error(tmp_path, monkeypatch):
   sf2 = tmp_path / "x.sf2"
   sf2.write_bytes(b"")
   monkeypatch.setattr(shutil, "which", lambda name: None)
-  with pytest.raises(RuntimeError, match="fluidsynth"):
+  with pytest.raises(corpus.CorpusError, match="fluidsynth"):
     corpus.make_corpus(str(tmp_path / "out"), soundfont=str(sf2), progress=False)
 
 
