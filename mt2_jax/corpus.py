@@ -87,7 +87,8 @@ def _define(define, name, default, help_, *args):
 
 
 _define(flags.DEFINE_string, "out", None, "Output directory.")
-_define(flags.DEFINE_integer, "seed", 0, "Seed of the renditions (transposition, instrument, tempo).")
+_define(flags.DEFINE_integer, "seed", 0,
+        "Seed of the renditions (transposition, instrument, tempo).")
 _define(flags.DEFINE_integer, "num_pieces", 150, "Chorales to render; -1 for all (348).")
 _define(flags.DEFINE_integer, "variants_per_piece", 3, "Renditions per chorale.")
 _define(flags.DEFINE_float, "max_seconds", 30.0,
@@ -476,7 +477,10 @@ def _note_task(instrument: str, pitches: Sequence[int], out_dir: str, s: _Settin
 
 
 def _check_settings(out_dir: str, settings: _Settings) -> None:
-  """Writes corpus.json, or refuses an --out made with other settings (its files would be reused)."""
+  """Writes corpus.json, or refuses an --out made with other settings.
+
+  Its files would otherwise be reused under labels they do not have.
+  """
   path = os.path.join(out_dir, "corpus.json")
   mine = json.loads(json.dumps(dataclasses.asdict(settings)))  # Tuples -> lists, as read back.
   if os.path.exists(path):
@@ -484,8 +488,9 @@ def _check_settings(out_dir: str, settings: _Settings) -> None:
       theirs = json.load(f)
     if theirs != mine:
       diff = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
-      raise SettingsMismatchError(f"{out_dir} holds a corpus made with other settings (was, now): {diff};"
-                       " choose another output directory.")
+      raise SettingsMismatchError(
+          f"{out_dir} holds a corpus made with other settings (was, now): {diff}; choose"
+          " another output directory.")
   else:
     _write_atomic(path, json.dumps(mine, indent=1).encode())
 
@@ -545,8 +550,9 @@ def make_corpus(out_dir: str, seed: int = 0, num_pieces: int = 150, variants_per
   split_of = splits(names)
   if 0 <= num_pieces < len(names):
     names = names[:num_pieces]
-  tasks = [(_chorale_task, (n, split_of[n], out_dir, settings, variants_per_piece), variants_per_piece)
-           for n in names]
+  # (function, arguments, files it makes); one task per piece parses it once.
+  tasks = [(_chorale_task, (n, split_of[n], out_dir, settings, variants_per_piece),
+            variants_per_piece) for n in names]
   if notes:
     pitches = list(range(note_range[0], note_range[1] + 1))
     # Same rule as pieces: in a fixed hashed order, 8 of each 10 pitches train.
@@ -567,9 +573,13 @@ def make_corpus(out_dir: str, seed: int = 0, num_pieces: int = 150, variants_per
     ctx = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=ctx) as pool:
       futures = {pool.submit(fn, *args): n for fn, args, n in tasks}
-      for fut in concurrent.futures.as_completed(futures):
-        rows += fut.result()
-        bar.update(futures[fut])
+      try:
+        for fut in concurrent.futures.as_completed(futures):
+          rows += fut.result()
+          bar.update(futures[fut])
+      except BaseException:
+        pool.shutdown(cancel_futures=True)  # Do not render the rest after a failure.
+        raise
   bar.close()
 
   rows.sort(key=lambda r: (r["set"], r["file"]))

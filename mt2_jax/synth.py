@@ -11,7 +11,8 @@ its tones exist.
 Determinism: a tone depends only on (instrument, pitch, sample rate), never on
 what was rendered before or on the note's length (notes are cut from one
 fixed-length tone), so the same notes give bit-identical audio in any process
-and in any order.
+and in any order (on one machine: float32 sin/exp may round differently on
+other CPUs or numpy builds).
 
 The instruments differ in spectrum (odd-only, full, near-sine, inharmonic) and
 in envelope (sustained, percussive, plucked, slow bowed attack), so that
@@ -30,7 +31,8 @@ SAMPLE_RATE = 22050  # Hz, the rate of the whole project (DESIGN 1.1).
 PEAK = 0.99  # Peak after normalisation; < 1 so 16-bit FLAC never clips.
 MAX_HOLD_SECONDS = 6.0  # Notes held longer are cut here: tones are cached at a fixed size.
 TAIL_SECONDS = 0.3  # Longest release; tones are MAX_HOLD + TAIL long.
-MAX_PARTIAL_HZ = 9000.0  # Partials above are dropped: beyond the CQT's top bin (~7.9 kHz), and cheaper.
+# Partials above are dropped: beyond the CQT's top bin (~7.9 kHz), and cheaper.
+MAX_PARTIAL_HZ = 9000.0
 
 
 def midi_to_hz(pitch):
@@ -146,7 +148,8 @@ def _guitar(t, pitch, sr, seed):
   amps = np.abs(np.sin(np.pi * h * 0.18)) / h
   decays = 1.2 * 2.0 ** ((pitch - 52) / 24.0) + 0.08 * h ** 1.6
   pluck = _noise(len(t), seed, 500.0, 6000.0, sr) * np.exp(-t / 0.004) * 0.2
-  return _attack(t, 0.001) * _partials(t, f0, amps, decays=((1.0, decays),), phase_seed=seed) + pluck
+  x = _partials(t, f0, amps, decays=((1.0, decays),), phase_seed=seed)
+  return _attack(t, 0.001) * x + pluck
 
 
 def _flute(t, pitch, sr, seed):
