@@ -1,6 +1,6 @@
 """`mt2 corpus`: the built-in corpus, Bach chorales rendered to labelled audio.
 
-  mt2 corpus --out /tmp/corpus                      # default size, a few minutes on 2 cores
+  mt2 corpus --out /tmp/corpus    # 150 chorales x 3 renditions x 30 s + 343 notes, ~25 s on 2 cores
   mt2 corpus --out /tmp/small --num_pieces 12 --variants_per_piece 2 --max_seconds 10
   mt2 corpus --out /tmp/sf --soundfont /usr/share/sounds/sf2/TimGM6mb.sf2
 
@@ -9,7 +9,8 @@ Everything comes offline from the chorales that music21 ships: score -> MIDI
 an instrument and a tempo -> audio from our numpy synthesizer (mt2_jax.synth)
 or, with --soundfont, from the `fluidsynth` program.
 
-Layout of --out:
+Renditions repeat the chorale verse after verse (hymns are strophic) to fill
+--max_seconds, so every rendition has the same length. Layout of --out:
   chorales/<piece>_v<j>_<instrument>_<+t>st_<bpm>bpm.flac   renditions
   notes/<instrument>_<pitch>.flac                           isolated notes
   midi/<piece>.mid, midi/<piece>.json                       score export + key (a cache)
@@ -38,7 +39,7 @@ a column does not apply):
   seconds        length of the audio file in seconds
 
 Keys: the key encoded in the score (a music21 `Key` in the first part, which
-367 of the chorales have) is preferred; otherwise `score.analyze('key')`. A
+all but 4 chorales have) is preferred; otherwise `score.analyze('key')`. A
 rendition transposed by t semitones is in (tonic + t) mod 12, same mode, spelt
 with one name per pitch class (PITCH_CLASSES), all accepted by mir_eval.
 
