@@ -199,8 +199,13 @@ class Embedder:
           for s in block])
       yield block, specs
 
-  def embed(self, waveform: np.ndarray, sample_rate: int, tokens: bool = True) -> dict[str, np.ndarray]:
-    """Numpy audio [n] (or [n, channels]) at any rate -> features (module docstring)."""
+  def embed(self, waveform: np.ndarray, sample_rate: int, tokens: bool = True,
+            allow_silence: bool = False) -> dict[str, np.ndarray]:
+    """Numpy audio [n] (or [n, channels]) at any rate -> features (module docstring).
+
+    Raises audio.AudioError for empty, non-finite or (unless allow_silence,
+    which embeds it un-normalised) silent audio.
+    """
     from mt2_jax import audio
     x = audio.to_mono(np.asarray(waveform))
     if x.size == 0:
@@ -210,7 +215,9 @@ class Embedder:
     if not np.isfinite(peak):
       raise audio.AudioError("non-finite samples (NaN or inf)")
     if peak < 1e-6:
-      raise audio.AudioError("silent: peak amplitude below 1e-6")
+      if not allow_silence:
+        raise audio.AudioError("silent: peak amplitude below 1e-6")
+      peak = 1.0
 
     per_window: dict[str, list[np.ndarray]] = {}
     token_parts, starts_all = [], []
