@@ -1,0 +1,515 @@
+"""`mt2 probe`: linear probes on frozen features of a run (DESIGN 1.6).
+
+  mt2 probe --workdir=RUN --data DIR --task key,instrument [--out REPORT_DIR]
+
+DIR is a labelled audio folder with labels.csv beside the audio, as `mt2
+corpus` writes it (columns `file`, `split`, `key`, `instrument`, `pitch`,
+`set`). Its `split` column decides: train fits the probe, validation stops it
+early, test alone is scored.
+
+Protocol, the same for every feature (each `cls_<token>`, `cls_mean`,
+`tokens_mean`, averaged over a track's windows): features standardised with
+the training split's mean and deviation, one linear layer (softmax regression)
+trained full-batch with Adam (lr 1e-3) on cross-entropy, validation loss
+checked every `eval_every` steps, the parameters of the best check kept,
+stopped after `patience` checks without improvement.
+
+Tasks:
+  key         chorales (rows with a `key`): 24 classes, scored by the MIREX
+              weighted score (mir_eval.key.weighted_score, mean over test
+              tracks); also key-signature accuracy (12 classes: a key and its
+              relative major/minor share one).
+  instrument  the note set (rows with set == note): accuracy.
+  pitch       the note set, MIDI pitch: accuracy. The corpus splits notes by
+              pitch, so a test pitch never occurs in training; this task
+              re-splits the notes by instrument instead (sorted instrument
+              names: the last is test, the one before validation).
+
+Reference rows:
+  zero-shot   the equivariant head (STONE): its 12-dim profile averaged over
+              windows, argmax, plus one rotation (0..11) chosen on the
+              training split; this gives a key signature only, so it is scored
+              as key-signature accuracy (the MIREX column stays empty).
+  untrained   the same probes on a randomly initialised model of the same
+              config (what the architecture gives before any training).
+  kk_chroma   the classic template estimator, no training: chroma (librosa
+              `chroma_cqt` of the CQT of the model's front-end, A0 upwards)
+              averaged over the track, correlated with the 24 rotations of
+              the Krumhansl-Kessler profiles; scored like the key probes.
+
+Features are cached per run in `RUN/probe_cache/` (keyed by checkpoint step
+and the data's file list), so probing again, or on another task, does not
+embed again. Results go to `RUN/probe/` (or --out): results.json,
+results.md (a Markdown table: rows model x feature, columns tasks) and
+probe.png (a bar chart).
+"""
+
+import csv
+import dataclasses
+import hashlib
+import json
+import os
+import pathlib
+from typing import Any, Callable, Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+import numpy as np
+
+from mt2_jax import embed as embed_lib
+from mt2_jax.embed import define_flag
+
+define_flag(flags.DEFINE_string, "workdir", None, "Training run folder (config.json + checkpoints).")
+define_flag(flags.DEFINE_string, "data", None, "Labelled audio folder (labels.csv beside the audio).")
+define_flag(flags.DEFINE_list, "task", ["key"], "Tasks, comma-separated: key, instrument, pitch.")
+define_flag(flags.DEFINE_string, "out", None, "Report folder (default: WORKDIR/probe).")
+define_flag(flags.DEFINE_integer, "step", None, "Checkpoint step (default: the latest).")
+define_flag(flags.DEFINE_bool, "untrained", True, "Also probe a randomly initialised model.")
+FLAGS = flags.FLAGS
+
+SPLITS = ("train", "validation", "test")
+PITCH_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "G#", "A", "Bb", "B")
+# Krumhansl & Kessler (1982) probe-tone profiles, tonic first.
+KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+
+
+# -- Labels. ----------------------------------------------------------------
+
+def read_examples(data_dir) -> list[dict[str, str]]:
+  """Rows of every labels.csv under data_dir, `file` made relative to data_dir.
+
+  Rows whose audio file is missing are dropped. Sorted by file.
+  """
+  data_dir = pathlib.Path(data_dir)
+  rows = []
+  for csv_path in sorted(data_dir.rglob("labels.csv")):
+    base = csv_path.parent.relative_to(data_dir)
+    with open(csv_path, newline="") as f:
+      for row in csv.DictReader(f):
+        row = dict(row)
+        row["file"] = (base / row["file"]).as_posix()
+        if (data_dir / row["file"]).is_file():
+          rows.append(row)
+  if not rows:
+    raise FileNotFoundError(f"no labelled audio under {data_dir} (labels.csv with a `file` column)")
+  return sorted(rows, key=lambda r: r["file"])
+
+
+def key_class(label: str) -> int:
+  """'F# minor' -> 2 * tonic + (mode == minor), in [0, 24)."""
+  import mir_eval
+  tonic, mode = mir_eval.key.split_key_string(label)
+  return 2 * int(tonic) + int(mode == "minor")
+
+
+def key_name(index: int) -> str:
+  """Inverse of key_class, spelt as mir_eval accepts."""
+  return f"{PITCH_NAMES[index // 2]} {'minor' if index % 2 else 'major'}"
+
+
+def key_signature(index: int) -> int:
+  """Key class -> the tonic of its relative major (the key signature), 0..11."""
+  tonic, minor = index // 2, index % 2
+  return (tonic + 3 * minor) % 12
+
+
+@dataclasses.dataclass
+class TaskData:
+  """One task's examples: indices into the rows, class ids, splits, class names."""
+  name: str
+  index: np.ndarray    # int [n]
+  y: np.ndarray        # int [n]
+  split: np.ndarray    # str [n]
+  classes: list[str]
+
+
+def task_data(task: str, rows: Sequence[dict[str, str]]) -> TaskData:
+  """Selects a task's rows and labels (module docstring)."""
+  if task == "key":
+    idx = [i for i, r in enumerate(rows) if r.get("key")]
+    y = [key_class(rows[i]["key"]) for i in idx]
+    classes = [key_name(c) for c in range(24)]
+    split = [rows[i].get("split", "") for i in idx]
+  elif task in ("instrument", "pitch"):
+    has_notes = any(r.get("set") == "note" for r in rows)
+    idx = [i for i, r in enumerate(rows) if r.get(task) and (r.get("set") == "note" or not has_notes)]
+    values = [rows[i][task] for i in idx]
+    if task == "pitch":
+      values = [str(int(float(v))) for v in values]
+    classes = sorted(set(values), key=lambda v: (len(v), v))
+    y = [classes.index(v) for v in values]
+    split = [rows[i].get("split", "") for i in idx]
+    if task == "pitch":
+      # Held-out pitches cannot be classified; hold out instruments instead.
+      instruments = sorted({rows[i].get("instrument", "") for i in idx})
+      if len(instruments) >= 3:
+        role = {instruments[-1]: "test", instruments[-2]: "validation"}
+        split = [role.get(rows[i].get("instrument", ""), "train") for i in idx]
+  else:
+    raise ValueError(f"unknown task {task!r}; known: key, instrument, pitch")
+  return TaskData(task, np.asarray(idx, np.int64), np.asarray(y, np.int64), np.asarray(split), classes)
+
+
+# -- The linear probe. --------------------------------------------------------
+
+def _log_softmax(z):
+  z = z - z.max(axis=1, keepdims=True)
+  return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def fit_linear_probe(x_train, y_train, x_val, y_val, num_classes: int, lr: float = 1e-3,
+                     max_steps: int = 5000, eval_every: int = 10, patience: int = 30):
+  """Softmax regression, full-batch Adam, early stopping on validation loss.
+
+  x_*: float [n, d]; y_*: int [n]. Returns predict(x [m, d]) -> logits [m, C]
+  and info {steps, best_step, val_loss}. Deterministic (zero init).
+  """
+  x_train = np.asarray(x_train, np.float64)
+  mean, std = x_train.mean(0), x_train.std(0) + 1e-6
+  norm = lambda x: (np.asarray(x, np.float64) - mean) / std
+  xt, xv = norm(x_train), norm(x_val)
+  onehot = np.eye(num_classes)[y_train]
+  params = [np.zeros((xt.shape[1], num_classes)), np.zeros(num_classes)]
+  m = [np.zeros_like(p) for p in params]
+  v = [np.zeros_like(p) for p in params]
+  b1, b2, eps = 0.9, 0.999, 1e-8
+
+  def val_loss(w, b):
+    if len(y_val) == 0:
+      return 0.0
+    return float(-_log_softmax(xv @ w + b)[np.arange(len(y_val)), y_val].mean())
+
+  best = (val_loss(*params), 0, [p.copy() for p in params])
+  bad = 0
+  step = 0
+  for step in range(1, max_steps + 1):
+    w, b = params
+    probs = np.exp(_log_softmax(xt @ w + b))
+    g = (probs - onehot) / len(xt)
+    grads = [xt.T @ g, g.sum(0)]
+    for i, (p, gr) in enumerate(zip(params, grads)):
+      m[i] = b1 * m[i] + (1 - b1) * gr
+      v[i] = b2 * v[i] + (1 - b2) * gr * gr
+      p -= lr * (m[i] / (1 - b1 ** step)) / (np.sqrt(v[i] / (1 - b2 ** step)) + eps)
+    if step % eval_every == 0:
+      loss = val_loss(*params)
+      if loss < best[0] - 1e-6:
+        best, bad = (loss, step, [p.copy() for p in params]), 0
+      else:
+        bad += 1
+        if bad >= patience:
+          break
+  w, b = best[2]
+  predict = lambda x: norm(x) @ w + b
+  return predict, {"steps": step, "best_step": best[1], "val_loss": best[0]}
+
+
+def score(task: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+  """key: {'key' MIREX, 'key_signature' accuracy}; others: {task: accuracy}."""
+  if len(y_true) == 0:
+    return {}
+  if task == "key":
+    import mir_eval
+    mirex = np.mean([mir_eval.key.weighted_score(key_name(int(t)), key_name(int(p)))
+                     for t, p in zip(y_true, y_pred)])
+    sig = np.mean([key_signature(int(t)) == key_signature(int(p)) for t, p in zip(y_true, y_pred)])
+    return {"key": float(mirex), "key_signature": float(sig)}
+  return {task: float(np.mean(y_true == y_pred))}
+
+
+def probe_feature(task: TaskData, features: np.ndarray, **fit_kwargs) -> dict[str, Any]:
+  """Fits the probe on task.split == train, stops on validation, scores test."""
+  x = features[task.index]
+  parts = {s: task.split == s for s in SPLITS}
+  if not parts["train"].any() or not parts["test"].any():
+    raise ValueError(f"task {task.name}: needs train and test examples "
+                     f"(got {dict((s, int(p.sum())) for s, p in parts.items())})")
+  predict, info = fit_linear_probe(
+      x[parts["train"]], task.y[parts["train"]], x[parts["validation"]], task.y[parts["validation"]],
+      len(task.classes), **fit_kwargs)
+  pred = predict(x[parts["test"]]).argmax(1)
+  return {**score(task.name, task.y[parts["test"]], pred), **info,
+          "n_train": int(parts["train"].sum()), "n_test": int(parts["test"].sum())}
+
+
+# -- References without a probe. ----------------------------------------------
+
+def zero_shot_key(task: TaskData, profiles: np.ndarray) -> dict[str, Any]:
+  """STONE's readout: argmax of the window-averaged head + a rotation fit on train.
+
+  profiles: [n_rows, 12]. Returns {'key_signature': test accuracy, 'rotation'}.
+  """
+  peak = profiles[task.index].argmax(1)
+  sig = np.array([key_signature(int(c)) for c in task.y])
+  train, test = task.split == "train", task.split == "test"
+  hits = [np.mean((peak[train] + r) % 12 == sig[train]) for r in range(12)]
+  r = int(np.argmax(hits))
+  return {"key_signature": float(np.mean((peak[test] + r) % 12 == sig[test])), "rotation": r,
+          "n_train": int(train.sum()), "n_test": int(test.sum())}
+
+
+def kk_key_scores(chroma: np.ndarray) -> np.ndarray:
+  """Krumhansl-Kessler: chroma [n, 12] -> correlations [n, 24] in key_class order."""
+  templates = np.zeros((24, 12))
+  for tonic in range(12):
+    templates[2 * tonic] = np.roll(KK_MAJOR, tonic)
+    templates[2 * tonic + 1] = np.roll(KK_MINOR, tonic)
+  t = templates - templates.mean(1, keepdims=True)
+  c = chroma - chroma.mean(1, keepdims=True)
+  return (c @ t.T) / (np.linalg.norm(c, axis=1, keepdims=True) * np.linalg.norm(t, axis=1) + 1e-12)
+
+
+def kk_key(task: TaskData, chroma: np.ndarray) -> dict[str, Any]:
+  """The KK template estimator scored on the test split (no training)."""
+  test = task.split == "test"
+  pred = kk_key_scores(chroma[task.index[test]]).argmax(1)
+  return {**score("key", task.y[test], pred), "n_test": int(test.sum())}
+
+
+def track_chroma(x: np.ndarray, cqt, block_seconds: float = 60.0) -> np.ndarray:
+  """Mean chroma [12] of a waveform at cqt.sample_rate, a bounded block at a time."""
+  import librosa
+  from mt2_jax.cqt import cqt_magnitude
+  block = int(block_seconds * cqt.sample_rate)
+  total, frames = np.zeros(12), 0
+  for a in range(0, x.size, block):
+    mag = cqt_magnitude(x[a:a + block], cqt)
+    chroma = librosa.feature.chroma_cqt(C=mag, fmin=cqt.fmin, bins_per_octave=cqt.bins_per_octave)
+    total += chroma.sum(1)
+    frames += chroma.shape[1]
+  return (total / max(frames, 1)).astype(np.float32)
+
+
+# -- Features, cached. ----------------------------------------------------------
+
+def data_fingerprint(data_dir, rows) -> str:
+  """Hash of the data folder's path and its files' names and sizes."""
+  data_dir = pathlib.Path(data_dir).absolute()
+  h = hashlib.sha256(str(data_dir).encode())
+  for r in rows:
+    h.update(f"{r['file']}:{(data_dir / r['file']).stat().st_size};".encode())
+  return h.hexdigest()[:12]
+
+
+def _load_cache(path: pathlib.Path, files: list[str]) -> dict[str, np.ndarray] | None:
+  if not path.exists():
+    return None
+  with np.load(path) as z:
+    if list(z["files"]) != files:
+      return None
+    return {k: z[k] for k in z.files if k != "files"}
+
+
+def _save_cache(path: pathlib.Path, files: list[str], arrays: dict[str, np.ndarray]) -> None:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(path.stem + ".tmp.npz")
+  np.savez(tmp, files=np.asarray(files), **arrays)
+  os.replace(tmp, path)
+
+
+def extract_features(embedder: embed_lib.Embedder, data_dir, rows, cache_path=None,
+                     progress: bool = True) -> dict[str, np.ndarray]:
+  """Track-level features of every row: {name: [n_rows, dim]}, cached at cache_path.
+
+  Names: embedder.feature_names plus head_<cpsd loss> ([n, 12]). A file the
+  embedder rejects gets NaN features (and is left out of every task).
+  """
+  import tqdm
+  from mt2_jax import audio
+  files = [r["file"] for r in rows]
+  cache_path = pathlib.Path(cache_path) if cache_path else None
+  if cache_path is not None:
+    cached = _load_cache(cache_path, files)
+    if cached is not None:
+      return cached
+  names = list(embedder.feature_names) + [f"head_{h}" for h in embedder.cpsd_heads]
+  dims = {n: (12 if n.startswith("head_") else embedder.width) for n in names}
+  out = {n: np.full((len(rows), dims[n]), np.nan, np.float32) for n in names}
+  for i, f in enumerate(tqdm.tqdm(files, unit="file", desc="features", disable=not progress)):
+    try:
+      feats = embedder.embed_file(pathlib.Path(data_dir) / f)
+    except audio.AudioError as e:
+      logging.warning("skipped %s: %s", f, e)
+      continue
+    for n in names:
+      out[n][i] = feats[n]
+  if cache_path is not None:
+    _save_cache(cache_path, files, out)
+  return out
+
+
+def extract_chroma(data_dir, rows, cqt, cache_path=None, progress: bool = True) -> np.ndarray:
+  """Mean chroma [n_rows, 12] of each row's audio (for kk_chroma), cached."""
+  import tqdm
+  from mt2_jax import audio
+  files = [r["file"] for r in rows]
+  cache_path = pathlib.Path(cache_path) if cache_path else None
+  if cache_path is not None:
+    cached = _load_cache(cache_path, files)
+    if cached is not None:
+      return cached["chroma"]
+  chroma = np.full((len(rows), 12), np.nan, np.float32)
+  for i, f in enumerate(tqdm.tqdm(files, unit="file", desc="chroma", disable=not progress)):
+    try:
+      chroma[i] = track_chroma(audio.load_audio(pathlib.Path(data_dir) / f, cqt.sample_rate), cqt)
+    except audio.AudioError as e:
+      logging.warning("skipped %s: %s", f, e)
+  if cache_path is not None:
+    _save_cache(cache_path, files, {"chroma": chroma})
+  return chroma
+
+
+def _valid(task: TaskData, arrays: Sequence[np.ndarray]) -> TaskData:
+  """Drops examples whose features are NaN (files that could not be embedded)."""
+  ok = np.ones(task.index.size, bool)
+  for a in arrays:
+    ok &= np.all(np.isfinite(a[task.index]), axis=1)
+  return dataclasses.replace(task, index=task.index[ok], y=task.y[ok], split=task.split[ok])
+
+
+# -- One model, all tasks. --------------------------------------------------------
+
+def probe_features(model_name: str, features: dict[str, np.ndarray], rows, tasks: Sequence[str],
+                   feature_names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+  """Probes every feature on every task; plus the zero-shot readout for key.
+
+  Returns result rows {model, feature, task, <metric>: value, ...}.
+  """
+  feature_names = [n for n in (feature_names or features) if not n.startswith("head_")]
+  results = []
+  for task_name in tasks:
+    base = task_data(task_name, rows)
+    for name in feature_names:
+      t = _valid(base, [features[name]])
+      results.append({"model": model_name, "feature": name, "task": task_name,
+                      **probe_feature(t, features[name])})
+    if task_name == "key":
+      for head in sorted(n for n in features if n.startswith("head_")):
+        t = _valid(base, [features[head]])
+        results.append({"model": model_name, "feature": f"zero-shot ({head})", "task": "key",
+                        **zero_shot_key(t, features[head])})
+  return results
+
+
+def probe_run(workdir, data_dir, tasks: Sequence[str] = ("key",), step: int | None = None,
+              untrained: bool = True, kk: bool = True, name: str | None = None,
+              embedder: embed_lib.Embedder | None = None, progress: bool = True) -> list[dict[str, Any]]:
+  """All probes of one run (its latest checkpoint), features cached in the run.
+
+  name labels the run's rows (default: the workdir's name); untrained adds
+  rows for '<name> (untrained)'; kk adds the 'KK chroma template' key row.
+  """
+  workdir = pathlib.Path(workdir)
+  name = name or workdir.name
+  rows = read_examples(data_dir)
+  fp = data_fingerprint(data_dir, rows)
+  cache = workdir / "probe_cache"
+  embedder = embedder or embed_lib.Embedder.from_run(workdir, step)
+  feats = extract_features(embedder, data_dir, rows, cache / f"features_step{embedder.step}_{fp}.npz",
+                           progress)
+  results = probe_features(name, feats, rows, tasks, embedder.feature_names)
+  if untrained:
+    ref = embed_lib.Embedder.untrained(embedder.config)
+    ref_feats = extract_features(ref, data_dir, rows, cache / f"features_untrained_{fp}.npz", progress)
+    results += probe_features(f"{name} (untrained)", ref_feats, rows, tasks, ref.feature_names)
+  if kk and "key" in tasks:
+    chroma = extract_chroma(data_dir, rows, embedder.cqt, cache / f"chroma_{fp}.npz", progress)
+    task = _valid(task_data("key", rows), [chroma])
+    results.append({"model": "KK chroma template", "feature": "chroma", "task": "key",
+                    **kk_key(task, chroma)})
+  return results
+
+
+# -- Reports. ------------------------------------------------------------------
+
+COLUMNS = (("key", "key (MIREX)"), ("key_signature", "key signature (acc)"),
+           ("instrument", "instrument (acc)"), ("pitch", "pitch (acc)"))
+
+
+def table(results: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+  """(header, rows) with one row per (model, feature), one column per metric present."""
+  metrics = [(m, title) for m, title in COLUMNS if any(m in r for r in results)]
+  order, cells = [], {}
+  for r in results:
+    k = (r["model"], r["feature"])
+    if k not in cells:
+      order.append(k)
+      cells[k] = {}
+    for m, _ in metrics:
+      if m in r:
+        cells[k][m] = r[m]
+  header = ["model", "feature"] + [title for _, title in metrics]
+  body = [[model, feat] + [f"{cells[(model, feat)][m]:.3f}" if m in cells[(model, feat)] else ""
+                           for m, _ in metrics]
+          for model, feat in order]
+  return header, body
+
+
+def markdown(results: Sequence[dict[str, Any]]) -> str:
+  header, body = table(results)
+  lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+  lines += ["| " + " | ".join(row) + " |" for row in body]
+  return "\n".join(lines) + "\n"
+
+
+def plot(results: Sequence[dict[str, Any]], path) -> None:
+  """One horizontal bar panel per metric, one bar per (model, feature)."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  header, body = table(results)
+  metrics = header[2:]
+  labels = [f"{m} / {f}" for m, f, *_ in body]
+  fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics) + 3, 0.3 * len(body) + 1.5),
+                           sharey=True, squeeze=False)
+  for j, (ax, title) in enumerate(zip(axes[0], metrics)):
+    values = [float(row[2 + j]) if row[2 + j] else np.nan for row in body]
+    colors = ["0.6" if "untrained" in l or "KK" in l else f"C{i % 10}"
+              for i, l in enumerate(labels)]
+    ax.barh(np.arange(len(body)), np.nan_to_num(values), color=colors)
+    ax.set_xlim(0, 1)
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+  axes[0][0].set_yticks(np.arange(len(body)), labels, fontsize=8)
+  axes[0][0].invert_yaxis()
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def write_report(results: Sequence[dict[str, Any]], out_dir) -> dict[str, str]:
+  """results.json, results.md and probe.png in out_dir; returns their paths."""
+  out_dir = pathlib.Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  paths = {"json": out_dir / "results.json", "markdown": out_dir / "results.md",
+           "chart": out_dir / "probe.png"}
+  paths["json"].write_text(json.dumps(list(results), indent=1))
+  paths["markdown"].write_text(markdown(results))
+  plot(results, paths["chart"])
+  return {k: str(v) for k, v in paths.items()}
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  for name in ("workdir", "data"):
+    if not FLAGS[name].value:
+      raise app.UsageError(f"--{name} is required: mt2 probe --workdir=RUN --data DIR --task key")
+  tasks = list(FLAGS.task)
+  for t in tasks:
+    if t not in ("key", "instrument", "pitch"):
+      raise app.UsageError(f"--task: unknown {t!r}; known: key, instrument, pitch")
+  results = probe_run(FLAGS.workdir, FLAGS.data, tasks, step=FLAGS.step, untrained=FLAGS.untrained)
+  paths = write_report(results, FLAGS.out or pathlib.Path(FLAGS.workdir) / "probe")
+  print(markdown(results))
+  print(f"results: {paths['markdown']}, {paths['json']}; chart: {paths['chart']}")
+
+
+__all__ = [
+    "read_examples", "task_data", "TaskData", "fit_linear_probe", "probe_feature", "score",
+    "zero_shot_key", "kk_key_scores", "kk_key", "track_chroma", "extract_features",
+    "extract_chroma", "probe_features", "probe_run", "markdown", "plot", "write_report",
+    "key_class", "key_name", "key_signature",
+]
