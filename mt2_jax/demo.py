@@ -1,0 +1,268 @@
+"""`mt2 demo`: the whole pipeline on the built-in corpus, at CPU size, from scratch.
+
+  mt2 demo                      # ./mt2_demo, about 20 minutes on a 2-core CPU
+  mt2 demo --out /tmp/d --preset smoke   # about a minute: the test suite's run
+
+Stages, each skipped when a previous run finished it:
+  1. corpus    Bach chorales and single notes rendered to labelled audio
+               (mt2_jax.corpus) in OUT/corpus.
+  2. prepare   the CQT dataset of the *training split's* chorales only
+               (OUT/data), so that no model has heard the audio it is probed on.
+  3. train     MT2 and the two single-token baselines (configs/mt2.py,
+               contrastive_only.py, equivariant_only.py at `runlocal` plus the
+               preset's steps and batch) in OUT/runs/<name>; a run whose
+               checkpoint at total_steps exists is not trained again, a
+               partial one resumes.
+  4. probe     linear probes of every feature of every run on key (chorales)
+               and instrument (single notes), the untrained-MT2 reference,
+               the zero-shot key-signature readout of the equivariant head and
+               the Krumhansl-Kessler chroma template for key (mt2_jax.probe);
+               features are cached in each run's probe_cache/.
+Outputs: OUT/results.md and results.json (the table printed at the end),
+OUT/probe.png (bar chart), OUT/losses.png (training curves from each run's
+metrics.jsonl), OUT/timings.json (wall time per stage).
+"""
+
+import dataclasses
+import importlib.util
+import json
+import os
+import pathlib
+import time
+from typing import Any, Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from mt2_jax.embed import define_flag
+
+define_flag(flags.DEFINE_string, "out", None, "Output folder (default ./mt2_demo).")
+define_flag(flags.DEFINE_enum, "preset", "default", "CPU-sized run, or the ~1-minute smoke test.",
+            enum_values=["default", "smoke"])
+define_flag(flags.DEFINE_bool, "smallest", False, "Same as --preset=smoke.")
+FLAGS = flags.FLAGS
+
+RUNS = ("mt2", "contrastive_only", "equivariant_only")
+TASKS = ("key", "instrument")
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+  """What a demo renders, trains and probes."""
+  corpus: dict
+  steps: int
+  batch_size: int
+  config_arg: str = "runlocal"
+  warmup_steps: int = 50
+  lr: float = 1e-3
+
+
+PRESETS = {
+    # About 17 minutes of audio for pretraining (90 train chorales x 2 x 20 s).
+    "default": Preset(
+        corpus=dict(num_pieces=110, variants_per_piece=2, max_seconds=20.0,
+                    note_range=(36, 84), note_seconds=2.0),
+        steps=1200, batch_size=16),
+    "smoke": Preset(
+        corpus=dict(num_pieces=10, variants_per_piece=2, max_seconds=8.0,
+                    instruments=("organ", "piano", "flute"), note_range=(55, 66), note_seconds=1.0),
+        steps=4, batch_size=4, warmup_steps=1),
+}
+
+
+def _config_file(name: str) -> pathlib.Path:
+  return pathlib.Path(__file__).resolve().parent.parent / "configs" / f"{name}.py"
+
+
+def run_config(name: str, preset: Preset, data_dir):
+  """configs/<name>.py:<preset.config_arg> plus the preset's steps and batch."""
+  path = _config_file(name)
+  if path.exists():
+    spec = importlib.util.spec_from_file_location(f"mt2_demo_config_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(preset.config_arg)
+  else:  # An installed package has no configs/: the same recipes, inline.
+    from mt2_jax import config_defaults
+    config = config_defaults.base_config()
+    if name == "contrastive_only":
+      config.model.class_tokens = ("contrastive",)
+      del config.losses["cpsd"]
+    elif name == "equivariant_only":
+      config.model.class_tokens = ("equivariant",)
+      del config.losses["ntxent"]
+    config = config_defaults.apply_arg(config, preset.config_arg)
+  config.data_dir = os.fspath(data_dir)
+  config.total_steps = preset.steps
+  config.batch_size = preset.batch_size
+  config.checkpoint_every = preset.steps  # One checkpoint, at the end.
+  config.log_every = max(1, min(config.log_every, preset.steps // 40 or 1))
+  config.optim.warmup_steps = min(preset.warmup_steps, max(preset.steps - 1, 0))
+  config.optim.lr = preset.lr
+  return config
+
+
+def _done(marker: pathlib.Path, settings: dict) -> bool:
+  return marker.exists() and json.loads(marker.read_text()) == settings
+
+
+def _mark(marker: pathlib.Path, settings: dict) -> None:
+  marker.write_text(json.dumps(settings, sort_keys=True))
+
+
+def stage_corpus(out: pathlib.Path, preset: Preset, progress: bool) -> pathlib.Path:
+  from mt2_jax import corpus
+  corpus_dir = out / "corpus"
+  settings = {k: list(v) if isinstance(v, tuple) else v for k, v in preset.corpus.items()}
+  marker = corpus_dir / ".demo_done.json"
+  if not _done(marker, settings):
+    corpus.make_corpus(os.fspath(corpus_dir), num_workers=os.cpu_count() or 1, progress=progress,
+                       **preset.corpus)
+    _mark(marker, settings)
+  return corpus_dir
+
+
+def stage_prepare(out: pathlib.Path, corpus_dir: pathlib.Path, progress: bool) -> pathlib.Path:
+  """The training split's chorales, linked into OUT/pretrain_audio, -> OUT/data."""
+  import csv
+  from mt2_jax import prepare
+  audio_dir, data_dir = out / "pretrain_audio", out / "data"
+  if (data_dir / "_parts" / "plan.json").exists() and (data_dir / "rejected.csv").exists():
+    return data_dir  # Complete (prepare writes rejected.csv last).
+  audio_dir.mkdir(parents=True, exist_ok=True)
+  with open(corpus_dir / "labels.csv", newline="") as f:
+    for row in csv.DictReader(f):
+      if row["set"] == "chorale" and row["split"] == "train":
+        link = audio_dir / pathlib.Path(row["file"]).name
+        if not link.exists():
+          link.symlink_to((corpus_dir / row["file"]).resolve())
+  summary = prepare.prepare(audio_dir, data_dir, num_workers=min(2, os.cpu_count() or 1),
+                            progress=progress)
+  if not summary.complete or not summary.total_records:
+    raise RuntimeError(f"prepare did not finish: {summary}")
+  return data_dir
+
+
+def stage_train(out: pathlib.Path, preset: Preset, data_dir, progress: bool) -> dict[str, pathlib.Path]:
+  from mt2_jax import checkpoint
+  workdirs = {}
+  for name in RUNS:
+    workdir = out / "runs" / name
+    workdirs[name] = workdir
+    config = run_config(name, preset, data_dir)
+    if workdir.exists():
+      ckpt = checkpoint.Checkpointer(workdir)
+      latest = ckpt.latest_step()
+      ckpt.close()
+      if latest is not None and latest >= config.total_steps:
+        logging.info("demo: %s already trained (step %d)", name, latest)
+        continue
+    from mt2_jax import train  # Imported late: it is the heaviest module.
+    print(f"demo: training {name} for {config.total_steps} steps -> {workdir}", flush=True)
+    train.train(config, os.fspath(workdir), progress=progress)
+  return workdirs
+
+
+def stage_probe(workdirs: dict, corpus_dir, progress: bool) -> list[dict[str, Any]]:
+  from mt2_jax import embed, probe
+  rows = probe.read_examples(corpus_dir)
+  fp = probe.data_fingerprint(corpus_dir, rows)
+  results = []
+  for name, workdir in workdirs.items():
+    embedder = embed.Embedder.from_run(workdir)
+    cache = workdir / "probe_cache"
+    feats = probe.extract_features(embedder, corpus_dir, rows,
+                                   cache / f"features_step{embedder.step}_{fp}.npz", progress)
+    results += probe.probe_features(name, feats, rows, TASKS, embedder.feature_names)
+    if name == "mt2":  # The reference: the same architecture, never trained.
+      ref = embed.Embedder.untrained(embedder.config)
+      ref_feats = probe.extract_features(ref, corpus_dir, rows, cache / f"features_untrained_{fp}.npz",
+                                         progress)
+      untrained = probe.probe_features("mt2 (untrained)", ref_feats, rows, TASKS, ref.feature_names)
+      chroma = probe.extract_chroma(corpus_dir, rows, embedder.cqt, cache / f"chroma_{fp}.npz", progress)
+  task = probe._valid(probe.task_data("key", rows), [chroma])  # pylint: disable=protected-access
+  kk = {"model": "KK chroma template", "feature": "chroma", "task": "key", **probe.kk_key(task, chroma)}
+  return results + untrained + [kk]
+
+
+def plot_losses(workdirs: dict, path) -> None:
+  """Loss curves (total and each term) of every run from its metrics.jsonl."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  curves = {}
+  for name, workdir in workdirs.items():
+    metrics = pathlib.Path(workdir) / "metrics.jsonl"
+    if metrics.exists():
+      lines = [json.loads(l) for l in metrics.read_text().splitlines() if l.strip()]
+      curves[name] = [l for l in lines if "step" in l and "loss" in l]
+  terms = [t for t in ("loss", "cpsd", "ntxent") if any(t in l for c in curves.values() for l in c)]
+  fig, axes = plt.subplots(1, max(len(terms), 1), figsize=(4.5 * max(len(terms), 1), 3.5), squeeze=False)
+  for ax, term in zip(axes[0], terms):
+    for i, (name, lines) in enumerate(curves.items()):
+      pts = [(l["step"], l[term]) for l in lines if term in l]
+      if pts:
+        ax.plot(*zip(*pts), label=name, color=f"C{i}")
+    ax.set_title(term)
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def run_demo(out="mt2_demo", preset: str = "default", progress: bool = True) -> dict[str, Any]:
+  """Runs (or finishes) the demo in `out`; returns {results, paths, timings}."""
+  from mt2_jax import probe
+  if preset not in PRESETS:
+    raise ValueError(f"unknown preset {preset!r}; known: {sorted(PRESETS)}")
+  p = PRESETS[preset]
+  out = pathlib.Path(out).absolute()
+  out.mkdir(parents=True, exist_ok=True)
+  timings = {}
+  t0 = t = time.time()
+
+  def lap(stage):
+    nonlocal t
+    timings[stage] = round(time.time() - t, 1)
+    print(f"demo: {stage} done in {timings[stage]:.1f} s", flush=True)
+    t = time.time()
+
+  corpus_dir = stage_corpus(out, p, progress)
+  lap("corpus")
+  data_dir = stage_prepare(out, corpus_dir, progress)
+  lap("prepare")
+  workdirs = stage_train(out, p, data_dir, progress)
+  lap("train")
+  results = stage_probe(workdirs, corpus_dir, progress)
+  lap("probe")
+  paths = probe.write_report(results, out)
+  paths["losses"] = os.fspath(out / "losses.png")
+  plot_losses(workdirs, paths["losses"])
+  timings["total"] = round(time.time() - t0, 1)
+  (out / "timings.json").write_text(json.dumps(timings, indent=1))
+  paths["timings"] = os.fspath(out / "timings.json")
+  return {"results": results, "paths": paths, "timings": timings, "workdirs": workdirs}
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from mt2_jax import probe
+  preset = "smoke" if FLAGS.smallest else FLAGS.preset
+  out = FLAGS.out or "mt2_demo"
+  done = run_demo(out, preset)
+  print()
+  print(probe.markdown(done["results"]))
+  print("key: MIREX weighted score on the test chorales; key signature: accuracy "
+        "(the only score of the zero-shot head readout); instrument: accuracy on test notes.")
+  print(f"wall time: {done['timings']}")
+  print(f"outputs in {pathlib.Path(out).absolute()}:")
+  for k in ("markdown", "json", "chart", "losses", "timings"):
+    print(f"  {done['paths'][k]}")
+  print(f"  runs: {', '.join(os.fspath(w) for w in done['workdirs'].values())}")
+
+
+__all__ = ["PRESETS", "Preset", "RUNS", "TASKS", "run_config", "run_demo", "plot_losses"]
