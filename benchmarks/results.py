@@ -1,0 +1,81 @@
+"""Shared by the benchmarks: the machine they ran on, and their part of RESULTS.md.
+
+Each benchmark owns one section of benchmarks/RESULTS.md, between
+`<!-- NAME:start -->` and `<!-- NAME:end -->`, and rewrites only that section,
+so benchmarks run at different times (and on different machines) share the
+file without clobbering each other.
+
+  from benchmarks import results    # or `import results` from benchmarks/
+  results.update_section("input_pipeline", markdown)
+"""
+
+import importlib.metadata
+import os
+import pathlib
+import platform
+import re
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DEFAULT_PATH = "benchmarks/RESULTS.md"
+_HEADER = ("# Benchmark results\n\n"
+           "Each section is written by the benchmark named in it; re-running one "
+           "replaces only its own section.\n")
+
+
+def _resolve(path) -> pathlib.Path:
+  """Relative paths are taken from the repository root, wherever one runs."""
+  path = pathlib.Path(path)
+  return path if path.is_absolute() else ROOT / path
+
+
+def update_section(name: str, markdown: str, path=DEFAULT_PATH) -> pathlib.Path:
+  """Replaces (or appends) the `name` section of the results file; returns its path."""
+  path = _resolve(path)
+  start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+  block = f"{start}\n{markdown.strip()}\n{end}"
+  text = path.read_text() if path.exists() else _HEADER
+  pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
+  if pattern.search(text):
+    text = pattern.sub(lambda _: block, text, count=1)
+  else:
+    text = text.rstrip("\n") + "\n\n" + block + "\n"
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+  tmp.write_text(text)
+  os.replace(tmp, path)
+  return path
+
+
+def cpu_model() -> str:
+  try:
+    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+      if line.lower().startswith("model name"):
+        return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def usable_cores() -> int:
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:
+    return os.cpu_count() or 1
+
+
+def machine_description() -> str:
+  """'CPU model, N cores (M usable), OS': the machine a result was measured on."""
+  cores, usable = os.cpu_count() or 1, usable_cores()
+  cores_text = f"{cores} cores" + (f" ({usable} usable)" if usable != cores else "")
+  return f"{cpu_model()}, {cores_text}, {platform.system()} {platform.release()}"
+
+
+def versions(packages=("jax", "jaxlib", "flax", "grain", "numpy", "tensorflow-datasets")) -> str:
+  """'Python 3.11.7, jax 0.x, ...' for the packages that are installed."""
+  parts = [f"Python {platform.python_version()}"]
+  for name in packages:
+    try:
+      parts.append(f"{name} {importlib.metadata.version(name)}")
+    except importlib.metadata.PackageNotFoundError:
+      pass
+  return ", ".join(parts)
