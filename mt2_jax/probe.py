@@ -160,7 +160,7 @@ def _log_softmax(z):
 
 
 def fit_linear_probe(x_train, y_train, x_val, y_val, num_classes: int, lr: float = 1e-3,
-                     max_steps: int = 5000, eval_every: int = 10, patience: int = 30):
+                     max_steps: int = 10000, eval_every: int = 10, patience: int = 50):
   """Softmax regression, full-batch Adam, early stopping on validation loss.
 
   x_*: float [n, d]; y_*: int [n]. Returns predict(x [m, d]) -> logits [m, C]

@@ -1,0 +1,166 @@
+"""Linear probes, the zero-shot key readout and the KK chroma template (mt2_jax.probe)."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from mt2_jax import probe
+from mt2_jax.cqt import CQTConfig
+
+SR = 22050
+
+
+def note_rows(n_per_class=60, classes=("organ", "piano", "flute", "brass", "guitar"), seed=0):
+  """Rows like the corpus's note set: 70% train, 15% validation, 15% test."""
+  rng = np.random.default_rng(seed)
+  rows = []
+  for i in range(n_per_class * len(classes)):
+    split = rng.choice(["train", "validation", "test"], p=[0.7, 0.15, 0.15])
+    rows.append({"file": f"notes/{i}.flac", "set": "note", "split": str(split),
+                 "instrument": classes[i % len(classes)], "pitch": str(48 + i % 7)})
+  # A chorale row that the instrument task must leave out.
+  rows.append({"file": "chorales/x.flac", "set": "chorale", "split": "test", "instrument": "organ",
+               "key": "C major"})
+  return rows
+
+
+def test_probe_reads_labels_it_should_and_not_noise():
+  rows = note_rows()
+  task = probe.task_data("instrument", rows)
+  assert task.index.size == len(rows) - 1 and len(task.classes) == 5
+  rng = np.random.default_rng(1)
+  y = np.full(len(rows), -1)
+  y[task.index] = task.y
+  informative = np.eye(5)[np.maximum(y, 0)] + 0.3 * rng.standard_normal((len(rows), 5))
+  informative = np.concatenate([informative, rng.standard_normal((len(rows), 27))], 1)
+  noise = rng.standard_normal((len(rows), 32))
+  good = probe.probe_feature(task, informative)
+  bad = probe.probe_feature(task, noise)
+  assert good["instrument"] > 0.75, good  # 27 pure-noise dimensions cost a few points.
+  assert bad["instrument"] < 0.45, bad  # Chance is 0.2.
+  assert good["best_step"] > 0 and good["n_test"] == int((task.split == "test").sum())
+
+
+def test_early_stopping_keeps_the_best_validation_loss():
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((40, 200))  # Far more dimensions than examples: it overfits.
+  y = rng.integers(0, 2, 40)
+  _, info = probe.fit_linear_probe(x[:20], y[:20], x[20:], y[20:], 2, max_steps=20000, patience=10)
+  assert info["steps"] < 20000  # Stopped early.
+  assert info["best_step"] < info["steps"]
+
+
+def test_key_labels_metrics_and_signatures():
+  assert probe.key_name(probe.key_class("F# minor")) == "F# minor"
+  assert probe.key_name(probe.key_class("Bb major")) == "Bb major"
+  assert probe.key_signature(probe.key_class("C major")) == probe.key_signature(probe.key_class("A minor"))
+  assert probe.key_signature(probe.key_class("C major")) != probe.key_signature(probe.key_class("C minor"))
+  c, g, am = (probe.key_class(k) for k in ("C major", "G major", "A minor"))
+  s = probe.score("key", np.array([c, c, c]), np.array([c, g, am]))
+  assert s["key"] == pytest.approx((1.0 + 0.5 + 0.3) / 3)  # MIREX: fifth 0.5, relative 0.3.
+  assert s["key_signature"] == pytest.approx(2 / 3)
+
+
+def key_rows(n=300, seed=0):
+  rng = np.random.default_rng(seed)
+  keys = [probe.key_name(int(k)) for k in rng.integers(0, 24, n)]
+  splits = rng.choice(["train", "validation", "test"], n, p=[0.7, 0.15, 0.15])
+  return [{"file": f"c/{i}.flac", "set": "chorale", "split": str(s), "key": k}
+          for i, (k, s) in enumerate(zip(keys, splits))]
+
+
+def test_key_probe_and_zero_shot_readout():
+  rows = key_rows()
+  task = probe.task_data("key", rows)
+  rng = np.random.default_rng(2)
+  feats = np.eye(24)[task.y] + 0.2 * rng.standard_normal((len(rows), 24))
+  result = probe.probe_feature(task, feats)
+  assert result["key"] > 0.9 and result["key_signature"] > 0.9
+  # A head whose argmax is the signature shifted by 5: one rotation fixes it.
+  sig = np.array([probe.key_signature(int(c)) for c in task.y])
+  profiles = np.eye(12)[(sig - 5) % 12] + 0.1 * rng.random((len(rows), 12))
+  zs = probe.zero_shot_key(task, profiles)
+  assert zs["rotation"] == 5 and zs["key_signature"] == 1.0
+  random_head = probe.zero_shot_key(task, rng.random((len(rows), 12)))
+  assert random_head["key_signature"] < 0.35  # Chance is 1/12.
+
+
+def test_pitch_task_holds_out_instruments():
+  task = probe.task_data("pitch", note_rows())
+  inst = np.array([r["instrument"] for r in note_rows()])[task.index]
+  assert set(inst[task.split == "test"]) == {"piano"}  # Last in sorted order.
+  assert set(inst[task.split == "validation"]) == {"organ"}
+  train_pitches = set(task.y[task.split == "train"])
+  assert set(task.y[task.split == "test"]) <= train_pitches
+
+
+def progression(tonic: int, minor: bool, seconds_per_chord: float = 0.8, repeats: int = 2) -> np.ndarray:
+  """I-IV-V-I (or i-iv-V-i) in harmonic tones: [n] float32."""
+  third = 3 if minor else 4
+  chords = [(0, third, 7), (5, 5 + third, 12), (7, 11, 14), (0, third, 7)]
+  n = int(seconds_per_chord * SR)
+  t = np.arange(n) / SR
+  out = []
+  for _ in range(repeats):
+    for chord in chords:
+      x = np.zeros(n)
+      for interval in chord:
+        f = 440.0 * 2 ** ((48 + tonic + interval - 69) / 12)
+        x += sum(np.sin(2 * np.pi * h * f * t) / h ** 1.5 for h in range(1, 5))
+      out.append(x * np.hanning(n) ** 0.1)
+  return np.concatenate(out).astype(np.float32)
+
+
+def test_kk_templates_recover_keys_of_chord_progressions():
+  # The template itself maps to its key.
+  for k in range(24):
+    tonic, minor = k // 2, k % 2
+    profile = np.roll(probe.KK_MINOR if minor else probe.KK_MAJOR, tonic)
+    assert probe.kk_key_scores(profile[None]).argmax() == k
+  cqt = CQTConfig()
+  keys = list(range(0, 24, 2))[:6] + list(range(1, 24, 2))[:6]
+  chroma = np.stack([probe.track_chroma(progression(k // 2, k % 2 == 1), cqt) for k in keys])
+  task = probe.TaskData("key", np.arange(len(keys)), np.array(keys), np.array(["test"] * len(keys)),
+                        [probe.key_name(k) for k in range(24)])
+  result = probe.kk_key(task, chroma)
+  assert result["key"] > 0.7, result  # Chance is about 0.05.
+
+
+def test_features_are_cached(tmp_path, monkeypatch):
+  import importlib.util
+  import pathlib
+  from mt2_jax import embed
+  spec = importlib.util.spec_from_file_location(
+      "cfg", pathlib.Path(__file__).resolve().parent.parent / "configs" / "equivariant_only.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  embedder = embed.Embedder.untrained(module.get_config("runlocal"))
+  (tmp_path / "data").mkdir()
+  rows = []
+  for i in range(3):
+    sf.write(tmp_path / "data" / f"{i}.wav", progression(i, False, 0.3, 1), SR)
+    rows.append({"file": f"{i}.wav"})
+  (tmp_path / "data" / "bad.wav").write_bytes(b"nope")
+  rows.append({"file": "bad.wav"})
+  cache = tmp_path / "cache.npz"
+  feats = probe.extract_features(embedder, tmp_path / "data", rows, cache, progress=False)
+  assert set(feats) == {"cls_equivariant", "cls_mean", "tokens_mean", "head_cpsd"}
+  assert feats["cls_mean"].shape == (4, 32) and feats["head_cpsd"].shape == (4, 12)
+  assert np.all(np.isfinite(feats["cls_mean"][:3])) and np.all(np.isnan(feats["cls_mean"][3]))
+  monkeypatch.setattr(embed.Embedder, "embed_file", lambda *a, **k: 1 / 0)  # Must not be called.
+  again = probe.extract_features(embedder, tmp_path / "data", rows, cache, progress=False)
+  np.testing.assert_array_equal(again["cls_mean"], feats["cls_mean"])
+
+
+def test_report_files(tmp_path):
+  results = [
+      {"model": "mt2", "feature": "cls_mean", "task": "key", "key": 0.5, "key_signature": 0.6},
+      {"model": "mt2", "feature": "cls_mean", "task": "instrument", "instrument": 0.9},
+      {"model": "KK chroma template", "feature": "chroma", "task": "key", "key": 0.7, "key_signature": 0.8},
+  ]
+  paths = probe.write_report(results, tmp_path)
+  md = open(paths["markdown"]).read().splitlines()
+  assert md[0] == "| model | feature | key (MIREX) | key signature (acc) | instrument (acc) |"
+  assert md[2] == "| mt2 | cls_mean | 0.500 | 0.600 | 0.900 |"
+  assert md[3] == "| KK chroma template | chroma | 0.700 | 0.800 |  |"
+  assert open(paths["chart"], "rb").read(4) == b"\x89PNG"
