@@ -56,6 +56,7 @@ class Preset:
   config_arg: str = "runlocal"
   warmup_steps: int = 50
   lr: float = 1e-3
+  workers: int = 2  # corpus and prepare processes (spawned: ~2 s each to start)
 
 
 PRESETS = {
@@ -67,7 +68,7 @@ PRESETS = {
     "smoke": Preset(
         corpus=dict(num_pieces=10, variants_per_piece=2, max_seconds=8.0,
                     instruments=("organ", "piano", "flute"), note_range=(55, 66), note_seconds=1.0),
-        steps=4, batch_size=4, warmup_steps=1),
+        steps=4, batch_size=4, warmup_steps=1, workers=1),
 }
 
 
@@ -117,13 +118,14 @@ def stage_corpus(out: pathlib.Path, preset: Preset, progress: bool) -> pathlib.P
   settings = {k: list(v) if isinstance(v, tuple) else v for k, v in preset.corpus.items()}
   marker = corpus_dir / ".demo_done.json"
   if not _done(marker, settings):
-    corpus.make_corpus(os.fspath(corpus_dir), num_workers=os.cpu_count() or 1, progress=progress,
+    corpus.make_corpus(os.fspath(corpus_dir), num_workers=preset.workers, progress=progress,
                        **preset.corpus)
     _mark(marker, settings)
   return corpus_dir
 
 
-def stage_prepare(out: pathlib.Path, corpus_dir: pathlib.Path, progress: bool) -> pathlib.Path:
+def stage_prepare(out: pathlib.Path, corpus_dir: pathlib.Path, workers: int,
+                  progress: bool) -> pathlib.Path:
   """The training split's chorales, linked into OUT/pretrain_audio, -> OUT/data."""
   import csv
   from mt2_jax import prepare
@@ -137,8 +139,7 @@ def stage_prepare(out: pathlib.Path, corpus_dir: pathlib.Path, progress: bool) -
         link = audio_dir / pathlib.Path(row["file"]).name
         if not link.exists():
           link.symlink_to((corpus_dir / row["file"]).resolve())
-  summary = prepare.prepare(audio_dir, data_dir, num_workers=min(2, os.cpu_count() or 1),
-                            progress=progress)
+  summary = prepare.prepare(audio_dir, data_dir, num_workers=workers, progress=progress)
   if not summary.complete or not summary.total_records:
     raise RuntimeError(f"prepare did not finish: {summary}")
   return data_dir
@@ -232,7 +233,7 @@ def run_demo(out="mt2_demo", preset: str = "default", progress: bool = True) -> 
 
   corpus_dir = stage_corpus(out, p, progress)
   lap("corpus")
-  data_dir = stage_prepare(out, corpus_dir, progress)
+  data_dir = stage_prepare(out, corpus_dir, p.workers, progress)
   lap("prepare")
   workdirs = stage_train(out, p, data_dir, progress)
   lap("train")

@@ -1,0 +1,59 @@
+"""`mt2 demo --preset smoke`: the whole pipeline end to end, then again from its caches."""
+
+import json
+import time
+
+from absl import flags
+import numpy as np
+import pytest
+
+pytest.importorskip("mt2_jax.train", reason="mt2_jax.train (train.train) has not landed yet")
+
+from mt2_jax import demo  # noqa: E402
+
+
+def test_demo_smoke_end_to_end_and_resumes(tmp_path, capsys):
+  out = tmp_path / "demo"
+  first = demo.run_demo(out, "smoke", progress=False)
+  results = first["results"]
+
+  models = {r["model"] for r in results}
+  assert models == {"mt2", "contrastive_only", "equivariant_only", "mt2 (untrained)", "KK chroma template"}
+  features = {(r["model"], r["feature"]) for r in results}
+  assert ("mt2", "cls_equivariant") in features and ("mt2", "cls_contrastive") in features
+  assert ("contrastive_only", "cls_contrastive") in features
+  assert ("equivariant_only", "zero-shot (head_cpsd)") in features
+  for r in results:
+    for metric in ("key", "key_signature", "instrument"):
+      if metric in r:
+        assert 0.0 <= r[metric] <= 1.0, r
+  assert all("instrument" in r for r in results if r["task"] == "instrument")
+  for name in demo.RUNS:
+    lines = (out / "runs" / name / "metrics.jsonl").read_text().splitlines()
+    assert lines and "loss" in json.loads(lines[-1])
+  for key in ("markdown", "json", "chart", "losses"):
+    assert (out / first["paths"][key].split("/")[-1]).exists()
+  assert (out / "losses.png").read_bytes()[:4] == b"\x89PNG"
+
+  # Second run: nothing is rendered, prepared, trained or embedded again.
+  mtimes = {name: (out / "runs" / name / "metrics.jsonl").stat().st_mtime for name in demo.RUNS}
+  t0 = time.time()
+  flags.FLAGS.out = str(out)
+  flags.FLAGS.smallest = True
+  try:
+    demo.main(["mt2 demo"])
+  finally:
+    flags.FLAGS.smallest = False
+    flags.FLAGS.out = None
+  assert time.time() - t0 < 0.6 * sum(v for k, v in first["timings"].items() if k != "total")
+  for name in demo.RUNS:
+    assert (out / "runs" / name / "metrics.jsonl").stat().st_mtime == mtimes[name]
+  printed = capsys.readouterr().out
+  assert "| mt2 | cls_mean |" in printed and "KK chroma template" in printed
+  assert str(out) in printed
+  second = json.loads((out / "results.json").read_text())
+  assert len(second) == len(results)
+  for a, b in zip(results, second):
+    for metric in ("key", "key_signature", "instrument"):
+      if metric in a:
+        np.testing.assert_allclose(a[metric], b[metric])
