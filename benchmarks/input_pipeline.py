@@ -56,7 +56,8 @@ _FRAMES = flags.DEFINE_integer("segment_frames", None,
 _BATCHES = flags.DEFINE_integer("batches", None, f"Timed batches (default {FULL['batches']}).")
 _WARMUP = flags.DEFINE_integer("warmup", None, f"Untimed batches after the first (default {FULL['warmup']}).")
 _PREFETCH = flags.DEFINE_integer("prefetch_buffer_size", 2, "data.prefetch_buffer_size.")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "View dtype.")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16", "float16"],
+                           "data.dtype of the views.")
 _OUT = _define(flags.DEFINE_string, "out", None, "JSON results file.")
 _RESULTS_MD = flags.DEFINE_string("results_md", results.DEFAULT_PATH,
                                   "Markdown file whose input_pipeline section is rewritten; '' to skip.")
@@ -118,7 +119,8 @@ def markdown(report: dict) -> str:
       "## Input pipeline (`benchmarks/input_pipeline.py`)", "",
       f"Machine: {report['machine']}.  ",
       f"Versions: {report['versions']}.  ",
-      f"Measured {report['date']} with `{report['command']}`.", "",
+      f"Measured {report['date']} with `{report['command']}` "
+      f"(load average before: {report['load_average'][0]:.1f}).", "",
       f"Host-local batches of {s['batch_size']} tracks, segment_frames={s['segment_frames']}, "
       f"crop_bins={s['crop_bins']}, {s['dtype']}, prefetch_buffer_size={s['prefetch_buffer_size']}; "
       f"{s['batches']} timed batches after {s['warmup']} warm-up; data: {s['dataset']} "
@@ -150,6 +152,7 @@ def run(data=None, quick=False, workers=None, batch_size=None, segment_frames=No
     config = make_config(data, segment_frames, batch_size, prefetch, dtype)
     from mt2_jax import pipeline
     records = len(pipeline.make_plan(config).records)
+    load = os.getloadavg()
     rows = [time_workers(config, w, batches, warmup) for w in workers]
   return {
       "benchmark": SECTION,
@@ -159,6 +162,8 @@ def run(data=None, quick=False, workers=None, batch_size=None, segment_frames=No
       "cpu_model": results.cpu_model(),
       "cores": os.cpu_count(),
       "versions": results.versions(),
+      # Other work on the machine slows every row: say how busy it was.
+      "load_average": [round(x, 2) for x in load],
       "settings": {"quick": quick, "batch_size": batch_size, "segment_frames": segment_frames,
                    "crop_bins": 84, "dtype": dtype, "prefetch_buffer_size": prefetch,
                    "batches": batches, "warmup": warmup, "dataset": dataset_name,
