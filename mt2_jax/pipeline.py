@@ -177,16 +177,34 @@ def _raw_num_frames(raw: bytes) -> int:
   return int(feature.int64_list.value[0])
 
 
+def _lengths_from_parts(data_dir, split: str, n: int) -> np.ndarray | None:
+  """`num_frames` lists in the shards' _parts/SPLIT-IIIII.json, if prepare wrote them."""
+  lengths = []
+  for path in sorted((pathlib.Path(data_dir) / "_parts").glob(f"{split}-*.json")):
+    try:
+      part = json.loads(path.read_text())
+    except (OSError, ValueError):
+      return None
+    if len(part.get("num_frames", ())) != part.get("records", -1):
+      return None
+    lengths += part["num_frames"]
+  return np.asarray(lengths, np.int64) if len(lengths) == n else None
+
+
 def record_lengths(data_dir, split: str, source=None, chunk: int = 256) -> np.ndarray:
   """[num_records] int64 `num_frames` of every record of a split, cached.
 
-  Reading it costs one pass over the split's bytes (each record is read and
-  its proto parsed, the spectrum is not decoded: about the cost of one epoch's
-  I/O). The result is cached in DATA/_cache/num_frames-SPLIT.npz, keyed by the
-  shards' names and sizes, so later runs and every host after the first read a
-  small file; an unwritable DATA only loses the cache.
+  Free when each `_parts/SPLIT-IIIII.json` lists its records' `num_frames`.
+  Otherwise it costs one pass over the split's bytes (each record is read and
+  its proto parsed, the spectrum is not decoded: about the I/O of one epoch),
+  cached in DATA/_cache/num_frames-SPLIT.npz, keyed by the shards' names and
+  sizes, so later runs and every host after the first read a small file; an
+  unwritable DATA only loses the cache.
   """
   source = dataset.open_split(data_dir, split) if source is None else source
+  from_parts = _lengths_from_parts(data_dir, split, len(source))
+  if from_parts is not None:
+    return from_parts
   files = _shard_files(data_dir, split)
   key = hashlib.sha256(json.dumps(
       [(p.name, p.stat().st_size) for p in files] + [len(source)]).encode()).hexdigest()[:16]

@@ -60,9 +60,11 @@ def plot_views(batch, path, num: int = 4) -> None:
   for i in range(num):
     track = batch["track_id"][i].decode() if "track_id" in batch else f"#{i}"
     o, d = int(batch["offset"][i]), int(batch["shift"][i])
-    names = {"x_a": f"A (bins {o}+, frames {int(batch['start_a'][i])}+)",
-             "x_b": f"B (bins {o}+, frames {int(batch['start_b'][i])}+)",
-             "x_a_shift": f"A' (bins {o + d}+)"}
+    bins, frames = batch["x_a"].shape[1:]
+    sa, sb = int(batch["start_a"][i]), int(batch["start_b"][i])
+    names = {"x_a": f"A: bins [{o}, {o + bins}), frames [{sa}, {sa + frames})",
+             "x_b": f"B: bins [{o}, {o + bins}), frames [{sb}, {sb + frames})",
+             "x_a_shift": f"A': bins [{o + d}, {o + d + bins}), frames of A"}
     for j, key in enumerate(pipeline.VIEW_KEYS):
       ax = axes[i, j]
       ax.imshow(batch[key][i], origin="lower", aspect="auto", vmin=vmin, vmax=vmax,

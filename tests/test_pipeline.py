@@ -355,3 +355,21 @@ def test_two_processes_build_one_global_batch(data_dir, tmp_path):
     assert set(o["batch_records"]) <= set(o["plan_records"])
   assert len(outs[0]["plan_records"]) == len(outs[1]["plan_records"]) == 4
   assert not set(outs[0]["plan_records"]) & set(outs[1]["plan_records"])
+
+
+def test_record_lengths_from_parts(data_dir, tmp_path):
+  """When prepare lists num_frames per shard in _parts/, no record is read."""
+  import shutil
+  copy = tmp_path / "data"
+  shutil.copytree(data_dir, copy, ignore=shutil.ignore_patterns("_cache"))
+  source = dataset.open_split(copy, "train")
+  truth = [source[i]["num_frames"] for i in range(len(source))]
+  parts = sorted((copy / "_parts").glob("train-*.json"))
+  start = 0
+  for p in parts:
+    part = json.loads(p.read_text())
+    part["num_frames"] = [n + 1000 for n in truth[start:start + part["records"]]]
+    start += part["records"]
+    p.write_text(json.dumps(part))
+  np.testing.assert_array_equal(pipeline.record_lengths(copy, "train"), np.add(truth, 1000))
+  assert not (copy / "_cache").exists()
