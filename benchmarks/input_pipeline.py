@@ -47,20 +47,25 @@ def _define(define, name, *args, **kwargs):
   return define(name, *args, allow_override=True, **kwargs)
 
 
-_DATA = flags.DEFINE_string("data", None, "Prepared dataset; default: a synthetic one in a temp dir.")
-_QUICK = flags.DEFINE_bool("quick", False, "Smallest setting: tiny data, few batches, 0 and 1 workers.")
+_DATA = flags.DEFINE_string("data", None,
+                            "Prepared dataset; default: a synthetic one in a temp dir.")
+_QUICK = flags.DEFINE_bool("quick", False,
+                           "Smallest setting: tiny data, few batches, 0 and 1 workers.")
 _WORKERS = flags.DEFINE_list("workers", None, f"Worker counts (default {FULL['workers']}).")
-_BATCH = flags.DEFINE_integer("batch_size", None, f"Tracks per batch (default {FULL['batch_size']}).")
+_BATCH = flags.DEFINE_integer("batch_size", None,
+                              f"Tracks per batch (default {FULL['batch_size']}).")
 _FRAMES = flags.DEFINE_integer("segment_frames", None,
                                f"Frames per segment (default {FULL['segment_frames']}).")
 _BATCHES = flags.DEFINE_integer("batches", None, f"Timed batches (default {FULL['batches']}).")
-_WARMUP = flags.DEFINE_integer("warmup", None, f"Untimed batches after the first (default {FULL['warmup']}).")
+_WARMUP = flags.DEFINE_integer("warmup", None,
+                               f"Untimed batches after the first (default {FULL['warmup']}).")
 _PREFETCH = flags.DEFINE_integer("prefetch_buffer_size", 2, "data.prefetch_buffer_size.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16", "float16"],
                            "data.dtype of the views.")
 _OUT = _define(flags.DEFINE_string, "out", None, "JSON results file.")
-_RESULTS_MD = flags.DEFINE_string("results_md", results.DEFAULT_PATH,
-                                  "Markdown file whose input_pipeline section is rewritten; '' to skip.")
+_RESULTS_MD = flags.DEFINE_string(
+    "results_md", results.DEFAULT_PATH,
+    "Markdown file whose input_pipeline section is rewritten; '' to skip.")
 
 
 def synthetic_dataset(out_dir, files: int, seconds: float, seed: int = 0) -> str:
@@ -122,7 +127,8 @@ def markdown(report: dict) -> str:
       f"Measured {report['date']} with `{report['command']}` "
       f"(load average before: {report['load_average'][0]:.1f}).", "",
       f"Host-local batches of {s['batch_size']} tracks, segment_frames={s['segment_frames']}, "
-      f"crop_bins={s['crop_bins']}, {s['dtype']}, prefetch_buffer_size={s['prefetch_buffer_size']}; "
+      f"crop_bins={s['crop_bins']}, {s['dtype']}, "
+      f"prefetch_buffer_size={s['prefetch_buffer_size']}; "
       f"{s['batches']} timed batches after {s['warmup']} warm-up; data: {s['dataset']} "
       f"({s['records']} records, in the page cache). A view is one of x_a, x_b, x_a_shift; "
       "a track gives three.", "",

@@ -7,10 +7,10 @@
 Per track and per visit, two non-overlapping random crops of `segment_frames`
 frames (segments A and B) and a transposition by cropping frequency bins:
 `o ~ U{1..max_offset}`, `t = (o + U{1..11}) mod 12`, `d = t - o` (never 0, in
-[-11, 10]: every non-zero pitch class once mod 12); x_a = bins [o, o+84) of segment A, x_b = the same bins of B,
-x_a_shift = bins [t, t+84) of A. A larger offset shows the content lower, so a
-pitch at row r of x_a sits at row r - d of x_a_shift, and
-`argmax(x_a) - argmax(x_a_shift) == shift` for a pure tone.
+[-11, 10]: every non-zero pitch class once mod 12); x_a = bins [o, o+84) of
+segment A, x_b = the same bins of B, x_a_shift = bins [t, t+84) of A. A larger
+offset shows the content lower, so a pitch at row r of x_a sits at row r - d
+of x_a_shift, and `argmax(x_a) - argmax(x_a_shift) == shift` for a pure tone.
 
 Determinism. Element p of a process's stream is record `records[perm_e[i]]`
 with `(e, i) = divmod(p, len(records))` and `perm_e` a permutation drawn from
@@ -34,13 +34,12 @@ from the raw records and cached in `DATA/_cache/`), logged and left out.
 """
 
 import dataclasses
-import functools
 import hashlib
 import json
 import os
 import pathlib
 import sys
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 from absl import logging
 import grain

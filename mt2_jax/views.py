@@ -27,8 +27,8 @@ def _define(define, name, default, help_, **kwargs):
 
 
 if "config" not in flags.FLAGS:
-  config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. configs/mt2.py:runlocal.",
-                                  lock_config=False)
+  config_flags.DEFINE_config_file(
+      "config", None, "Experiment config file, e.g. configs/mt2.py:runlocal.", lock_config=False)
 _define(flags.DEFINE_string, "data", None, "Prepared dataset (overrides config.data_dir).")
 _define(flags.DEFINE_string, "out", None, "Output .npz with one batch of views.")
 _define(flags.DEFINE_string, "png", None, "Optional picture of the views (.png).")
@@ -85,7 +85,8 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config = FLAGS.config
   if config is None or not FLAGS.out:
-    raise app.UsageError("usage: mt2 views --config=CONFIG --out=FILE.npz [--data=DATA] [--png=FILE.png]")
+    raise app.UsageError(
+        "usage: mt2 views --config=CONFIG --out=FILE.npz [--data=DATA] [--png=FILE.png]")
   if FLAGS.data:
     config.data_dir = FLAGS.data
   batch = first_batch(config)

@@ -250,7 +250,8 @@ def test_views_command_writes_npz_and_png(data_dir, tmp_path):
       "import ml_collections\n"
       "def get_config(arg=None):\n"
       "  return ml_collections.ConfigDict(dict(seed=0, data_dir='', batch_size=4,\n"
-      "      cqt=dict(sample_rate=22050, fmin=27.5, n_bins=99, bins_per_octave=12, hop_length=512),\n"
+      "      cqt=dict(sample_rate=22050, fmin=27.5, n_bins=99, bins_per_octave=12,\n"
+      "               hop_length=512),\n"
       f"      data=dict(segment_frames={SEGMENT}, crop_bins=84, max_offset=12, num_workers=2,\n"
       "                prefetch_buffer_size=2)))\n")
   out, png = tmp_path / "views.npz", tmp_path / "views.png"
