@@ -38,9 +38,9 @@ except ImportError:  # Run as a script: benchmarks/ is on sys.path.
 
 SECTION = "input_pipeline"
 QUICK = dict(segment_frames=64, batch_size=4, workers="0,1", batches=3, warmup=1,
-             files=4, seconds=4.0)
+             files=4, seconds=4.0, dtypes="float32")
 FULL = dict(segment_frames=646, batch_size=32, workers="0,1,2,4", batches=20, warmup=2,
-            files=32, seconds=35.0)
+            files=32, seconds=35.0, dtypes="float32,float16")
 
 
 def _define(define, name, *args, **kwargs):
@@ -60,8 +60,8 @@ _BATCHES = flags.DEFINE_integer("batches", None, f"Timed batches (default {FULL[
 _WARMUP = flags.DEFINE_integer("warmup", None,
                                f"Untimed batches after the first (default {FULL['warmup']}).")
 _PREFETCH = flags.DEFINE_integer("prefetch_buffer_size", 2, "data.prefetch_buffer_size.")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16", "float16"],
-                           "data.dtype of the views.")
+_DTYPES = flags.DEFINE_list("dtypes", None, f"data.dtype of the views, each timed "
+                            f"(float32, bfloat16, float16; default {FULL['dtypes']}).")
 _OUT = _define(flags.DEFINE_string, "out", None, "JSON results file.")
 _RESULTS_MD = flags.DEFINE_string(
     "results_md", results.DEFAULT_PATH,
@@ -112,7 +112,7 @@ def time_workers(config, workers: int, batches: int, warmup: int) -> dict:
   finally:
     it.close()
   tracks = batches * config.batch_size
-  return {"workers": workers, "batches": batches, "seconds": round(elapsed, 4),
+  return {"workers": workers, "dtype": config.data.dtype, "batches": batches, "seconds": round(elapsed, 4),
           "startup_s": round(startup, 3), "batch_ms": round(1000 * elapsed / batches, 2),
           "tracks_per_s": round(tracks / elapsed, 2),
           "views_per_s": round(3 * tracks / elapsed, 2)}
@@ -127,39 +127,40 @@ def markdown(report: dict) -> str:
       f"Measured {report['date']} with `{report['command']}` "
       f"(load average before: {report['load_average'][0]:.1f}).", "",
       f"Host-local batches of {s['batch_size']} tracks, segment_frames={s['segment_frames']}, "
-      f"crop_bins={s['crop_bins']}, {s['dtype']}, "
+      f"crop_bins={s['crop_bins']}, "
       f"prefetch_buffer_size={s['prefetch_buffer_size']}; "
       f"{s['batches']} timed batches after {s['warmup']} warm-up; data: {s['dataset']} "
       f"({s['records']} records, in the page cache). A view is one of x_a, x_b, x_a_shift; "
       "a track gives three.", "",
-      "| workers | views/s | tracks/s | ms/batch | start-up s |",
-      "|--:|--:|--:|--:|--:|",
+      "| workers | dtype | views/s | tracks/s | ms/batch | start-up s |",
+      "|--:|:--|--:|--:|--:|--:|",
   ]
   for r in report["results"]:
-    lines.append(f"| {r['workers']} | {r['views_per_s']:.1f} | {r['tracks_per_s']:.1f} | "
-                 f"{r['batch_ms']:.1f} | {r['startup_s']:.2f} |")
+    lines.append(f"| {r['workers']} | {r['dtype']} | {r['views_per_s']:.1f} | "
+                 f"{r['tracks_per_s']:.1f} | {r['batch_ms']:.1f} | {r['startup_s']:.2f} |")
   return "\n".join(lines)
 
 
 def run(data=None, quick=False, workers=None, batch_size=None, segment_frames=None,
-        batches=None, warmup=None, prefetch=2, dtype="float32", command="") -> dict:
+        batches=None, warmup=None, prefetch=2, dtypes=None, command="") -> dict:
   base = QUICK if quick else FULL
   workers = [int(w) for w in (workers or base["workers"].split(","))]
   batch_size = batch_size or base["batch_size"]
   segment_frames = segment_frames or base["segment_frames"]
   batches = batches or base["batches"]
   warmup = base["warmup"] if warmup is None else warmup
+  dtypes = list(dtypes or base["dtypes"].split(","))
   with tempfile.TemporaryDirectory(prefix="mt2_bench_") as tmp:
     if data:
       dataset_name = str(data)
     else:
       data = synthetic_dataset(tmp, base["files"], base["seconds"])
       dataset_name = f"synthetic, {base['files']} chords of {base['seconds']:g} s"
-    config = make_config(data, segment_frames, batch_size, prefetch, dtype)
     from mt2_jax import pipeline
-    records = len(pipeline.make_plan(config).records)
+    configs = [make_config(data, segment_frames, batch_size, prefetch, d) for d in dtypes]
+    records = len(pipeline.make_plan(configs[0]).records)
     load = os.getloadavg()
-    rows = [time_workers(config, w, batches, warmup) for w in workers]
+    rows = [time_workers(c, w, batches, warmup) for c in configs for w in workers]
   return {
       "benchmark": SECTION,
       "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
@@ -171,7 +172,7 @@ def run(data=None, quick=False, workers=None, batch_size=None, segment_frames=No
       # Other work on the machine slows every row: say how busy it was.
       "load_average": [round(x, 2) for x in load],
       "settings": {"quick": quick, "batch_size": batch_size, "segment_frames": segment_frames,
-                   "crop_bins": 84, "dtype": dtype, "prefetch_buffer_size": prefetch,
+                   "crop_bins": 84, "dtypes": dtypes, "prefetch_buffer_size": prefetch,
                    "batches": batches, "warmup": warmup, "dataset": dataset_name,
                    "records": records},
       "results": rows,
@@ -192,13 +193,14 @@ def main(argv):
   command = " ".join(["python benchmarks/input_pipeline.py"] + args)
   report = run(data=_DATA.value, quick=_QUICK.value, workers=_WORKERS.value,
                batch_size=_BATCH.value, segment_frames=_FRAMES.value, batches=_BATCHES.value,
-               warmup=_WARMUP.value, prefetch=_PREFETCH.value, dtype=_DTYPE.value,
+               warmup=_WARMUP.value, prefetch=_PREFETCH.value, dtypes=_DTYPES.value,
                command=command.strip())
   print(f"input pipeline on {report['machine']}")
-  print(f"{'workers':>8} {'views/s':>10} {'tracks/s':>10} {'ms/batch':>9} {'startup s':>10}")
+  print(f"{'workers':>8} {'dtype':>8} {'views/s':>10} {'tracks/s':>10} {'ms/batch':>9} "
+        f"{'startup s':>10}")
   for r in report["results"]:
-    print(f"{r['workers']:>8} {r['views_per_s']:>10.1f} {r['tracks_per_s']:>10.1f} "
-          f"{r['batch_ms']:>9.1f} {r['startup_s']:>10.2f}")
+    print(f"{r['workers']:>8} {r['dtype']:>8} {r['views_per_s']:>10.1f} "
+          f"{r['tracks_per_s']:>10.1f} {r['batch_ms']:>9.1f} {r['startup_s']:>10.2f}")
   if _OUT.value:
     pathlib.Path(_OUT.value).write_text(json.dumps(report, indent=2))
     print(f"wrote {_OUT.value}")

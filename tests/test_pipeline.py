@@ -284,7 +284,8 @@ def test_input_benchmark_quick(tmp_path):
     assert key in report
   assert [r["workers"] for r in report["results"]] == [0, 1]
   for r in report["results"]:
-    for key in ("views_per_s", "tracks_per_s", "batch_ms", "startup_s", "batches", "seconds"):
+    for key in ("views_per_s", "tracks_per_s", "batch_ms", "startup_s", "batches", "seconds",
+                "dtype"):
       assert key in r
   text = md.read_text()
   assert "keep me" in text and "<!-- input_pipeline:start -->" in text
