@@ -26,11 +26,13 @@ only its part and builds `batch_size / process_count` tracks per step, and
 
 Parallelism. The stream is a Grain `MapDataset` of whole host-local batches;
 `mp_prefetch` hands batch b to worker `b % num_workers`, so each worker
-builds entire batches (no per-track IPC) and returns them through shared memory.
+builds entire batches (no per-track IPC) and returns them through shared
+memory. With 0 workers a background thread builds the next batches.
 
 Records shorter than 2 * segment_frames cannot give two non-overlapping
-segments: they are found when the pipeline is built (their `num_frames` read
-from the raw records and cached in `DATA/_cache/`), logged and left out.
+segments: they are found when the pipeline is built (`num_frames` from
+`_parts/` if listed there, else read from the raw records once and cached in
+`DATA/_cache/`), logged and left out. None long enough is a ValueError.
 """
 
 import dataclasses
@@ -365,16 +367,17 @@ class ViewsIterator:
   """Host-local (or, given a mesh, global) batches, with a resumable position.
 
   `next(it)` -> dict: x_a, x_b, x_a_shift [B, crop_bins, segment_frames]
-  (data.dtype: float32, bfloat16 or float16), shift int32 [B]; plus, with debug, int32 record,
-  epoch, start_a, start_b, offset and bytes track_id. B is the host-local
+  (data.dtype: float32, bfloat16 or float16), shift int32 [B]; plus, with
+  debug, int32 record, epoch, start_a, start_b, offset and bytes track_id.
+  B is the host-local
   batch size; with a mesh the arrays are global `jax.Array`s of batch_size
   rows (debug's track_id stays host-local numpy).
 
   get_state() -> bytes (JSON: elements consumed by this process and what the
   stream is made of); set_state(bytes) resumes at exactly the next batch, with
-  any worker count or batch size. Orbax saves it through
-  `grain.checkpoint.CheckpointHandler` (`CheckpointSave(it)`/`CheckpointRestore(it)`),
-  one file per process.
+  any worker count, batch size or view dtype. Orbax saves it through
+  `grain.checkpoint.CheckpointHandler` (`CheckpointSave(it)` /
+  `CheckpointRestore(it)`), one file per process.
   """
 
   def __init__(self, plan: Plan, num_workers: int = 0, prefetch_buffer_size: int = 2,
