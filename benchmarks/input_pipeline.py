@@ -112,8 +112,8 @@ def time_workers(config, workers: int, batches: int, warmup: int) -> dict:
   finally:
     it.close()
   tracks = batches * config.batch_size
-  return {"workers": workers, "dtype": config.data.dtype, "batches": batches, "seconds": round(elapsed, 4),
-          "startup_s": round(startup, 3), "batch_ms": round(1000 * elapsed / batches, 2),
+  return {"workers": workers, "dtype": config.data.dtype, "batches": batches,
+          "seconds": round(elapsed, 4), "startup_s": round(startup, 3), "batch_ms": round(1000 * elapsed / batches, 2),
           "tracks_per_s": round(tracks / elapsed, 2),
           "views_per_s": round(3 * tracks / elapsed, 2)}
 
