@@ -68,7 +68,7 @@ PRESETS = {
     "smoke": Preset(
         corpus=dict(num_pieces=10, variants_per_piece=2, max_seconds=8.0,
                     instruments=("organ", "piano", "flute"), note_range=(55, 66), note_seconds=1.0),
-        steps=4, batch_size=4, warmup_steps=1, workers=1),
+        steps=4, batch_size=8, warmup_steps=1, workers=1),  # 8: the test suite has 8 CPU devices.
 }
 
 

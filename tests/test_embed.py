@@ -186,3 +186,24 @@ def test_hear_api(run_dir):
   assert ts.shape == (3, frames)
   np.testing.assert_allclose(ts[0, :3], [0.0, 512 / 22.05, 1024 / 22.05], rtol=1e-5)  # Milliseconds.
   np.testing.assert_allclose(ts[1], ts[0])
+
+
+def test_embed_command(run_dir, tmp_path, capsys):
+  from absl import flags
+  audio_dir = tmp_path / "audio"
+  audio_dir.mkdir()
+  sf.write(audio_dir / "song.wav", music(5.0), SR)
+  (audio_dir / "empty.wav").write_bytes(b"")
+  f = flags.FLAGS
+  old = {k: f[k].value for k in ("workdir", "audio", "out")}
+  f.workdir, f.audio, f.out = str(run_dir), str(audio_dir), str(tmp_path / "emb")
+  try:
+    embed.main(["mt2 embed"])
+  finally:
+    for k, v in old.items():
+      f[k].value = v
+  printed = capsys.readouterr().out
+  assert "1 files" in printed and "skipped empty.wav" in printed
+  with np.load(tmp_path / "emb" / "song.npz") as z:
+    assert {"cls_mean", "cls_mean_windows", "timestamps", "head_cpsd"} <= set(z.files)
+    assert "tokens" not in z.files  # Only with --tokens.
