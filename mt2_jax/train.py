@@ -1,0 +1,223 @@
+"""`mt2 train`: sharded, multi-host, preemption-safe pretraining with exact resume.
+
+  mt2 train --config=configs/mt2.py:runlocal --workdir=/tmp/mt2 --config.data_dir=DATA
+  # several hosts (automatic on SLURM and Cloud TPU; explicit elsewhere):
+  mt2 train ... --coordinator_address=host0:1234 --num_processes=2 --process_id=$I
+
+The config is validated before anything compiles. State (params, optimizer,
+step, rng) and the data-iterator position are checkpointed together with
+Orbax every `checkpoint_every` steps and on SIGTERM; starting again with the
+same workdir resumes exactly where the run stopped. Only process 0 writes
+`metrics.jsonl`, TensorBoard events and the progress bar.
+"""
+
+import json
+import os
+import pathlib
+import signal
+import sys
+import time
+from typing import Any
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+if "config" not in flags.FLAGS:
+  config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/mt2.py:runlocal.",
+                                  lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, config.")
+_COORD = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
+_NPROC = flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
+_PID = flags.DEFINE_integer("process_id", None, "This process's index (multi-host).")
+_PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar (process 0).")
+
+
+class NonFiniteLossError(FloatingPointError):
+  """A loss term became NaN or infinite; the last good checkpoint is kept."""
+
+
+def init_distributed(coordinator_address=None, num_processes=None, process_id=None) -> None:
+  """Joins a multi-process JAX job: explicit flags, else SLURM / Cloud TPU auto-detection."""
+  import jax
+  if coordinator_address:
+    jax.distributed.initialize(coordinator_address, num_processes, process_id)
+  elif int(os.environ.get("SLURM_NTASKS", "1")) > 1 or "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""):
+    jax.distributed.initialize()  # JAX reads the cluster's environment.
+
+
+def check_runnable(config) -> None:
+  """Checks that need the devices and the data directory; errors name the key."""
+  import jax
+  from mt2_jax import config_validation
+  config_validation.validate(config)
+  n = jax.device_count()
+  if config.batch_size % n:
+    raise ValueError(f"config.batch_size: {config.batch_size} does not divide over the {n} devices")
+  if config.batch_size % jax.process_count():
+    raise ValueError(f"config.batch_size: {config.batch_size} does not divide over "
+                     f"{jax.process_count()} processes")
+  if not config.data_dir:
+    raise ValueError("config.data_dir: not set (a dataset made by `mt2 prepare`)")
+  if not pathlib.Path(config.data_dir).is_dir():
+    raise ValueError(f"config.data_dir: {config.data_dir} does not exist")
+  for key in ("total_steps", "checkpoint_every", "log_every", "keep_checkpoints"):
+    if not isinstance(config[key], int) or config[key] <= 0:
+      raise ValueError(f"config.{key}: must be a positive integer, got {config[key]!r}")
+
+
+class MetricsWriter:
+  """metrics.jsonl (one JSON object per logged step) and TensorBoard events, without TF."""
+
+  def __init__(self, workdir: pathlib.Path, resume_step: int):
+    self.path = workdir / "metrics.jsonl"
+    # Lines logged after the checkpoint we resume from are replayed by this run.
+    if self.path.exists():
+      keep = [l for l in self.path.read_text().splitlines()
+              if l.strip() and json.loads(l)["step"] <= resume_step]
+      self.path.write_text("".join(l + "\n" for l in keep))
+    from tensorboardX import SummaryWriter
+    self.tb = SummaryWriter(os.fspath(workdir / "tensorboard"))
+
+  def write(self, step: int, metrics: dict[str, float]) -> None:
+    with open(self.path, "a") as f:
+      f.write(json.dumps({"step": step, **metrics}) + "\n")
+    for k, v in metrics.items():
+      self.tb.add_scalar(k, v, step)
+
+  def close(self) -> None:
+    self.tb.close()
+
+
+class _Preemption:
+  """Turns SIGTERM into a flag checked between steps (agreed on by all processes)."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    logging.warning("SIGTERM: saving a checkpoint and stopping after this step.")
+    self.requested = True
+
+  def should_stop(self) -> bool:
+    import jax
+    if jax.process_count() == 1:
+      return self.requested
+    from jax.experimental import multihost_utils
+    return bool(multihost_utils.process_allgather(self.requested).any())
+
+  def restore(self):
+    signal.signal(signal.SIGTERM, self._previous)
+
+
+def _check_finite(step: int, metrics: dict[str, float]) -> None:
+  import math
+  bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+  if bad:
+    terms = [k for k in bad if k != "loss"] or bad
+    raise NonFiniteLossError(
+        f"step {step}: non-finite {', '.join(terms)} ({', '.join(f'{k}={metrics[k]}' for k in bad)}); "
+        f"stopping. The last good checkpoint is kept.")
+
+
+def train(config, workdir, progress: bool = True) -> dict[str, Any]:
+  """Pretrains (or resumes) in `workdir`; returns the last step's metrics."""
+  import jax
+  from mt2_jax import checkpoint, model as model_lib, pipeline, train_step
+
+  check_runnable(config)
+  workdir = pathlib.Path(workdir)
+  is_main = jax.process_index() == 0
+  if is_main:
+    workdir.mkdir(parents=True, exist_ok=True)
+    checkpoint.save_config(workdir, config)
+
+  mesh = train_step.make_mesh(config)
+  model = model_lib.build_model(config)
+  tx = train_step.make_optimizer(config)
+  data = pipeline.make_iterator(config, mesh)  # Reports too-short records, checks the CQT.
+  ckpt = checkpoint.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
+  start = ckpt.latest_step() or 0
+  if start:
+    logging.info("Resuming %s from step %d.", workdir, start)
+    state = ckpt.restore(start, train_step.abstract_train_state(config, model, tx, mesh), data)
+  else:
+    state = train_step.create_train_state(config, model, tx, mesh)
+  step_fn = train_step.make_train_step(config, model, tx, mesh)
+
+  writer = MetricsWriter(workdir, start) if is_main else None
+  bar = None
+  if is_main and progress:
+    from tqdm import tqdm
+    bar = tqdm(total=config.total_steps, initial=start, unit="step", desc="train", dynamic_ncols=True)
+  preemption = _Preemption()
+  views_per_step = 3 * config.batch_size
+  last: dict[str, float] = {}
+  pending = []  # (step, device metrics) not yet checked for finiteness.
+  t_log, steps_since_log = time.time(), 0
+
+  def flush() -> None:
+    """Fetches pending metrics, stops on a non-finite loss, logs the last one."""
+    nonlocal last, t_log, steps_since_log
+    for s, m in pending:
+      last = {k: float(v) for k, v in jax.device_get(m).items()}
+      _check_finite(s, last)
+    if pending:
+      s = pending[-1][0]
+      dt = max(time.time() - t_log, 1e-9)
+      last["views_per_sec"] = views_per_step * steps_since_log / dt
+      last["steps_per_sec"] = steps_since_log / dt
+      if writer is not None and s % config.log_every == 0:
+        writer.write(s, last)
+      if bar is not None:
+        bar.set_postfix(loss=f"{last['loss']:.4f}", views_s=f"{last['views_per_sec']:.0f}")
+      pending.clear()
+      t_log, steps_since_log = time.time(), 0
+
+  step = start
+  try:
+    while step < config.total_steps:
+      state, metrics = step_fn(state, next(data))
+      step += 1
+      steps_since_log += 1
+      pending.append((step, metrics))
+      if bar is not None:
+        bar.update(1)
+      stop = preemption.should_stop()
+      save = step % config.checkpoint_every == 0 or step == config.total_steps or stop
+      if step % config.log_every == 0 or save:
+        flush()  # Never checkpoint a state whose loss went non-finite.
+      if save:
+        ckpt.save(step, state, data)
+      if stop:
+        logging.warning("Stopped at step %d on SIGTERM; checkpoint saved in %s.", step, workdir)
+        break
+  finally:
+    preemption.restore()
+    data.close()
+    ckpt.close()
+    if bar is not None:
+      bar.close()
+    if writer is not None:
+      writer.close()
+  if not last and start:
+    last = {"step": start}  # Already finished earlier: nothing was run.
+  last["step"] = step
+  return last
+
+
+def main(argv):
+  del argv
+  if flags.FLAGS.config is None or not _WORKDIR.value:
+    raise app.UsageError("usage: mt2 train --config=configs/mt2.py[:ARGS] --workdir=DIR")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
+  init_distributed(_COORD.value, _NPROC.value, _PID.value)
+  try:
+    final = train(flags.FLAGS.config, _WORKDIR.value, progress=_PROGRESS.value)
+  except (ValueError, FileNotFoundError, NonFiniteLossError) as e:
+    print(f"mt2 train: {e}", file=sys.stderr)
+    sys.exit(1)
+  import jax
+  if jax.process_index() == 0:
+    print(json.dumps(final))
