@@ -143,8 +143,8 @@ def make_train_step(config, model, tx, mesh: Mesh) -> Callable[[TrainState, dict
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
-    metrics["grad_norm"] = optax.global_norm(grads)
-    metrics["param_norm"] = optax.global_norm(params)
+    metrics["grad_norm"] = optax.tree.norm(grads)
+    metrics["param_norm"] = optax.tree.norm(params)
     metrics["lr"] = jnp.asarray(schedule(state.step), jnp.float32)
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 

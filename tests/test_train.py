@@ -1,0 +1,165 @@
+"""`mt2 train`: loss goes down, shardings, exact resume after SIGTERM, resharding, bad configs."""
+
+import json
+import os
+import signal
+
+import jax
+import numpy as np
+import pytest
+import soundfile as sf
+
+from mt2_jax import checkpoint, config_defaults, model as model_lib, prepare, train, train_step
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  """16 short tracks of two-note chords: a dataset that trains in seconds."""
+  audio = tmp_path_factory.mktemp("audio")
+  rng = np.random.default_rng(0)
+  t = np.arange(int(22050 * 2.0)) / 22050
+  for i in range(16):
+    f1, f2 = 110 * 2 ** (rng.integers(0, 36, size=2) / 12)
+    sf.write(audio / f"t{i:02d}.wav", (np.sin(2 * np.pi * f1 * t) + np.sin(2 * np.pi * f2 * t)) / 2, 22050)
+  out = tmp_path_factory.mktemp("data")
+  prepare.prepare(audio, out, progress=False)
+  return str(out)
+
+
+def runlocal_mt2():
+  """What configs/mt2.py:runlocal gives."""
+  return config_defaults.apply_arg(config_defaults.base_config(), "runlocal")
+
+
+def small_config(data_dir, overrides=None, **kw):
+  config = runlocal_mt2()
+  config.data_dir = data_dir
+  config.data.segment_frames = 32
+  config.total_steps = 12
+  config.checkpoint_every = 4
+  config.log_every = 2
+  for k, v in {**(overrides or {}), **kw}.items():
+    node = config
+    *path, leaf = k.split(".")
+    for p in path:
+      node = node[p]
+    node[leaf] = v
+  return config
+
+
+def read_metrics(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(l) for l in f]
+
+
+def test_train_step_reduces_loss_with_configured_shardings():
+  assert jax.device_count() == 8
+  for sharding, fsdp in (("data", 1), ("fsdp", 2)):
+    config = runlocal_mt2()
+    config.data.segment_frames = 32
+    config.sharding, config.mesh.fsdp = sharding, fsdp
+    config.optim.warmup_steps = 1
+    config.optim.lr = 2e-3
+    mesh = train_step.make_mesh(config)
+    model = model_lib.build_model(config)
+    tx = train_step.make_optimizer(config)
+    state = train_step.create_train_state(config, model, tx, mesh)
+    kernel = state.params["backbone"]["patch_embed"]["kernel"]
+    expected = (None, "fsdp") if sharding == "fsdp" else (None, None)
+    assert tuple(kernel.sharding.spec) == expected
+    batch = train_step.synthetic_batch(config, mesh)
+    assert batch["x_a"].sharding.spec == train_step.BATCH_SPEC
+    assert len(batch["x_a"].addressable_shards) == 8
+    assert batch["x_a"].addressable_shards[0].data.shape[0] == config.batch_size // 8
+    step = train_step.make_train_step(config, model, tx, mesh)
+    losses = []
+    for _ in range(8):
+      state, m = step(state, batch)
+      losses.append(float(m["loss"]))
+    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0] - 0.1, losses
+    assert tuple(state.params["backbone"]["patch_embed"]["kernel"].sharding.spec) == expected
+
+
+def test_sigterm_then_resume_equals_uninterrupted_run(data_dir, tmp_path, monkeypatch):
+  config = small_config(data_dir)
+  full = tmp_path / "full"
+  train.train(config, full, progress=False)
+
+  # Send a real SIGTERM to ourselves while step 6 runs.
+  real_factory = train_step.make_train_step
+
+  def factory(*args):
+    step_fn = real_factory(*args)
+
+    def wrapped(state, batch):
+      if int(state.step) == 5:
+        os.kill(os.getpid(), signal.SIGTERM)
+      return step_fn(state, batch)
+    return wrapped
+
+  part = tmp_path / "part"
+  monkeypatch.setattr(train_step, "make_train_step", factory)
+  out = train.train(config, part, progress=False)
+  assert out["step"] == 6
+  assert checkpoint.Checkpointer(part).latest_step() == 6
+  monkeypatch.setattr(train_step, "make_train_step", real_factory)
+  train.train(config, part, progress=False)
+
+  drop = ("views_per_sec", "steps_per_sec")
+  strip = lambda rows: [{k: v for k, v in r.items() if k not in drop} for r in rows]
+  assert strip(read_metrics(part)) == strip(read_metrics(full))
+  _, p_full, s1 = checkpoint.load_run(full)
+  _, p_part, s2 = checkpoint.load_run(part)
+  assert s1 == s2 == 12
+  jax.tree.map(np.testing.assert_array_equal, p_full, p_part)  # Bitwise on CPU.
+
+
+def test_metrics_and_tensorboard_are_written(data_dir, tmp_path):
+  config = small_config(data_dir, total_steps=6)
+  train.train(config, tmp_path, progress=False)
+  rows = read_metrics(tmp_path)
+  assert [r["step"] for r in rows] == [2, 4, 6]
+  for key in ("loss", "cpsd", "ntxent", "ntxent_acc", "lr", "grad_norm", "views_per_sec"):
+    assert key in rows[-1] and np.isfinite(rows[-1][key])
+  assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "tensorboard").iterdir())
+  # Finished runs are a no-op when started again.
+  assert train.train(config, tmp_path, progress=False)["step"] == 6
+
+
+def test_checkpoint_from_8_devices_restores_on_4(data_dir, tmp_path):
+  config = small_config(data_dir, total_steps=8)
+  train.train(config, tmp_path, progress=False)
+  model = model_lib.build_model(config)
+  tx = train_step.make_optimizer(config)
+  ckpt = checkpoint.Checkpointer(tmp_path)
+  states = []
+  for devices in (jax.devices(), jax.devices()[:4]):
+    mesh = train_step.make_mesh(config, devices=devices)
+    states.append(ckpt.restore(8, train_step.abstract_train_state(config, model, tx, mesh)))
+  assert states[1].params["backbone"]["pos_embed"].sharding.mesh.size == 4
+  jax.tree.map(np.testing.assert_array_equal, states[0].params, states[1].params)
+  assert int(states[1].step) == 8
+
+
+def test_non_finite_loss_stops_with_the_term_named(data_dir, tmp_path):
+  config = small_config(data_dir, total_steps=8)
+  config.losses.ntxent.temperature = 1e-45  # Underflows to 0 in float32: inf logits.
+  with pytest.raises(train.NonFiniteLossError, match="step 1: non-finite .*ntxent"):
+    train.train(config, tmp_path, progress=False)
+  assert checkpoint.Checkpointer(tmp_path).latest_step() is None
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"data.segment_frames": 4000}, "segment"),
+    ({"batch_size": 12}, "config.batch_size"),
+    ({"losses.cpsd.token": "nope"}, "config.losses.cpsd.token"),
+    ({"data_dir": "/does/not/exist"}, "config.data_dir"),
+])
+def test_bad_configs_fail_before_compiling(data_dir, tmp_path, monkeypatch, override, message):
+  compiled = []
+  monkeypatch.setattr(train_step, "make_train_step", lambda *a: compiled.append(1))
+  monkeypatch.setattr(train_step, "create_train_state", lambda *a: compiled.append(1))
+  config = small_config(data_dir, override)
+  with pytest.raises(ValueError, match=message):
+    train.train(config, tmp_path, progress=False)
+  assert not compiled
