@@ -7,7 +7,6 @@ from absl import flags
 import numpy as np
 import pytest
 
-pytest.importorskip("mt2_jax.train", reason="mt2_jax.train (train.train) has not landed yet")
 
 from mt2_jax import demo  # noqa: E402
 
