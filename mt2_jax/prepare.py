@@ -59,12 +59,15 @@ class Summary:
 
 
 def read_labels(audio_dir: pathlib.Path) -> tuple[dict[str, dict[str, str]], list[str]]:
-  """Every labels.csv under audio_dir -> ({path relative to audio_dir: row}, columns).
+  """Every labels.csv under audio_dir (or in a parent) -> ({path relative to audio_dir: row}, columns).
 
-  The `file` column of each labels.csv is relative to the folder it sits in.
+  The `file` column of each labels.csv is relative to the folder it sits in,
+  so `mt2 prepare --audio corpus/chorales` still finds `corpus/labels.csv`.
   """
+  audio_dir = audio_dir.absolute()
+  parents = [p / "labels.csv" for p in list(audio_dir.parents)[:2]]
   rows, columns = {}, []
-  for csv_path in sorted(audio_dir.rglob("labels.csv")):
+  for csv_path in [p for p in parents if p.is_file()] + sorted(audio_dir.rglob("labels.csv")):
     with open(csv_path, newline="") as f:
       reader = csv.DictReader(f)
       if "file" not in (reader.fieldnames or []):
@@ -73,9 +76,10 @@ def read_labels(audio_dir: pathlib.Path) -> tuple[dict[str, dict[str, str]], lis
       for c in reader.fieldnames:
         if c != "file" and c not in columns:
           columns.append(c)
-      base = csv_path.parent.relative_to(audio_dir)
       for row in reader:
-        rows[(base / row["file"]).as_posix()] = {k: v for k, v in row.items() if k != "file"}
+        path = pathlib.Path(os.path.normpath(csv_path.parent / row["file"]))
+        if path.is_relative_to(audio_dir):
+          rows[path.relative_to(audio_dir).as_posix()] = {k: v for k, v in row.items() if k != "file"}
   return rows, columns
 
 
@@ -92,27 +96,28 @@ def _features(n_bins: int, label_types_json: str):
   return dataset.features(n_bins, json.loads(label_types_json))
 
 
-def process_file(job: tuple) -> tuple[str, list[bytes], str | None, float]:
-  """One audio file -> (rel path, serialized records, rejection reason, seconds)."""
+def process_file(job: tuple) -> tuple[str, list[bytes], str | None, float, list[int]]:
+  """One audio file -> (rel path, serialized records, rejection reason, seconds, frames per record)."""
   path, rel, labels, label_types_json, cqt_dict, max_excerpt, min_seconds = job
   cqt = CQTConfig(**cqt_dict)
   try:
     x = audio.load_audio(path, cqt.sample_rate, min_seconds)
   except audio.AudioError as e:
-    return rel, [], str(e), 0.0
+    return rel, [], str(e), 0.0, []
   except Exception as e:  # Anything unexpected in one file must not stop the run.
-    return rel, [], f"error: {type(e).__name__}: {e}", 0.0
+    return rel, [], f"error: {type(e).__name__}: {e}", 0.0, []
   feats = _features(cqt.n_bins, label_types_json)
   label_values = dataset.encode_labels(labels, json.loads(label_types_json))
   track_id = str(pathlib.PurePosixPath(rel).with_suffix(""))
-  records = []
+  records, frames = [], []
   for start, stop in excerpt_bounds(x.size, cqt.sample_rate, max_excerpt):
     spec = log_cqt(x[start:stop], cqt).astype(np.float16)
     records.append(dataset.serialize(feats, {
         "cqt": spec, "track_id": track_id, "source": rel,
         "start": start / cqt.sample_rate, "duration": (stop - start) / cqt.sample_rate,
         "num_frames": spec.shape[1], **label_values}))
-  return rel, records, None, x.size / cqt.sample_rate
+    frames.append(spec.shape[1])
+  return rel, records, None, x.size / cqt.sample_rate, frames
 
 
 def _write_shard(path: pathlib.Path, records: list[bytes]) -> None:
@@ -209,10 +214,11 @@ def prepare(audio_dir, out_dir, cqt: CQTConfig = CQTConfig(), num_workers: int =
       results = map(process_file, jobs)
     try:
       for split, i, count, group in jobs_by_shard:
-        records, rejected, seconds = [], [], 0.0
+        records, rejected, seconds, num_frames = [], [], 0.0, []
         for _ in group:
-          rel, recs, reason, secs = next(results)
+          rel, recs, reason, secs, frames = next(results)
           records += recs
+          num_frames += frames
           seconds += secs
           if reason:
             rejected.append((rel, reason))
@@ -224,7 +230,8 @@ def prepare(audio_dir, out_dir, cqt: CQTConfig = CQTConfig(), num_workers: int =
         _write_shard(dataset.shard_path(out_dir, split, i, count), records)
         _write_json(parts / f"{split}-{i:05d}.json", {
             "records": len(records), "num_bytes": sum(map(len, records)),
-            "rejected": rejected, "audio_seconds": seconds, "files": len(group)})
+            "rejected": rejected, "audio_seconds": seconds, "files": len(group),
+            "num_frames": num_frames})  # Lets the pipeline skip a scan of every record.
         summary.files += len(group)
         summary.records += len(records)
         summary.rejected += rejected

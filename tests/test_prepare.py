@@ -172,3 +172,23 @@ def test_cli_exits_nonzero_when_nothing_is_usable(tmp_path):
                      capture_output=True, text=True)
   assert r.returncode == 1 and "no usable audio" in r.stderr
   assert "silent" in (tmp_path / "o" / "rejected.csv").read_text()
+
+
+def test_labels_csv_in_a_parent_folder_is_used(tmp_path):
+  (tmp_path / "songs").mkdir()
+  sf.write(tmp_path / "songs" / "a.wav", sine(440, 2.0), 22050)
+  (tmp_path / "labels.csv").write_text("file,key\nsongs/a.wav,A major\nother/b.wav,C major\n")
+  rows, columns = prepare.read_labels(tmp_path / "songs")
+  assert rows == {"a.wav": {"key": "A major"}} and columns == ["key"]
+
+
+def test_prepare_benchmark_writes_its_fields(tmp_path):
+  out = tmp_path / "prepare.json"
+  root = pathlib.Path(__file__).resolve().parent.parent
+  r = subprocess.run([sys.executable, str(root / "benchmarks" / "prepare.py"), "--seconds", "30",
+                      "--workers", "1", "--no_results_md", "--out", str(out)],
+                     capture_output=True, text=True, cwd=root)
+  assert r.returncode == 0, r.stderr[-2000:]
+  (row,) = json.loads(out.read_text())
+  assert row["workers"] == 1 and row["files"] == 1 and row["audio_seconds"] == pytest.approx(30, abs=1)
+  assert row["audio_s_per_cpu_s"] > 0 and row["cpu_seconds"] > 0
