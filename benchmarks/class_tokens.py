@@ -1,0 +1,105 @@
+r"""The cost of more class tokens: step time for K = 1, 2, 3, 4, 8.
+
+  python benchmarks/class_tokens.py                 # tiny at 173 frames
+  python benchmarks/class_tokens.py --quick         # test model, seconds
+
+K tokens carry alternating CPSD / NT-Xent losses (`train_step.bench_config`:
+K=1 equivariant-only, K=2 the paper's MT2, K=3 adds a second equivariant
+token, ...). Each token adds one sequence position (K + T tokens per view)
+and one head and loss, so the step should grow by about K/T of the
+backbone's cost plus the heads; this measures whether it does.
+"""
+
+import argparse
+import sys
+
+import jax
+
+try:
+  from benchmarks import results
+  from benchmarks import train_step as bench_lib
+except ImportError:  # Run as a script: benchmarks/ is on sys.path.
+  import results
+  import train_step as bench_lib
+
+SECTION = "bench_class_tokens"
+TOKENS = (1, 2, 3, 4, 8)
+QUICK = dict(variant="test", frames=32, tracks=2, steps=2, warmup=0)
+
+
+def run(quick: bool = False, variant=None, frames=None, tracks=None, tokens=TOKENS, steps=None,
+        command: str = "") -> dict:
+  """One row per K: step time, throughput, FLOPs, memory, and each relative to K=2."""
+  device = jax.devices()[0]
+  variant = variant or (QUICK["variant"] if quick else "tiny")
+  frames = frames or (QUICK["frames"] if quick else 173)
+  tracks = tracks or (QUICK["tracks"] if quick else bench_lib.default_tracks(device, variant, frames))
+  steps = steps or (QUICK["steps"] if quick else 3)
+  warmup = QUICK["warmup"] if quick else 1
+  dtype = bench_lib.default_dtype(device)
+  rows = []
+  for k in tokens:
+    jx = bench_lib.measure_jax_adaptive(variant, frames, tracks, dtype, num_tokens=k, steps=steps,
+                                        warmup=warmup)
+    rows.append({"num_tokens": k, "class_tokens": list(bench_lib.token_names(k)), "jax": jx})
+  base = next((r for r in rows if r["num_tokens"] == 2), rows[0])["jax"]
+  for r in rows:
+    jx = r["jax"]
+    r["step_s_over_k2"] = jx["step_s"] / base["step_s"]
+    r["flops_over_k2"] = jx["flops_per_step"] / base["flops_per_step"] if jx["flops_per_step"] else None
+    print(format_row(r), flush=True)
+  return bench_lib.header({
+      "benchmark": SECTION, "command": command, "quick": quick,
+      "settings": {"variant": variant, "frames": frames, "tracks": rows[0]["jax"]["tracks"],
+                   "activations": dtype, "steps": steps, "warmup": warmup, "tokens": list(tokens)},
+      "rows": rows,
+  })
+
+
+COLUMNS = ("K", "losses", "s/step", "views/s", "tokens/s", "FLOPs/step", "mem", "step vs K=2", "FLOPs vs K=2")
+
+
+def format_row(r) -> str:
+  jx = r["jax"]
+  kinds = "/".join("cpsd" if i % 2 == 0 else "ntxent" for i in range(r["num_tokens"]))
+  cells = (r["num_tokens"], kinds, f"{jx['step_s']:.3f}", f"{jx['views_per_s']:.1f}",
+           bench_lib._eng(jx["tokens_per_s"]), bench_lib._eng(jx["flops_per_step"]),
+           bench_lib._eng(jx["memory"].get("peak_estimate_bytes"), "B"),
+           f"{r['step_s_over_k2']:.3f}", bench_lib._fmt(r["flops_over_k2"], ".3f"))
+  return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def markdown(report: dict) -> str:
+  s = report["settings"]
+  lines = bench_lib.preamble(report, "Cost of more class tokens (`benchmarks/class_tokens.py`)")
+  lines += [
+      f"Variant {s['variant']}, T = {s['frames']} frames, {s['tracks']} tracks ({3 * s['tracks']} views) "
+      f"per step on one device, activations {s['activations']}; median of {s['steps']} steps. "
+      "Losses alternate CPSD / NT-Xent over the tokens (K=1: equivariant only; K=2: MT2).", "",
+      "| " + " | ".join(COLUMNS) + " |", "|" + "|".join("--:" for _ in COLUMNS) + "|",
+  ]
+  lines += [format_row(r) for r in report["rows"]]
+  return "\n".join(lines)
+
+
+def main(argv=None):
+  argv = sys.argv[1:] if argv is None else argv
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--quick", action="store_true")
+  parser.add_argument("--variant", default="")
+  parser.add_argument("--frames", type=int, default=0)
+  parser.add_argument("--tracks", type=int, default=0)
+  parser.add_argument("--tokens", default=",".join(map(str, TOKENS)))
+  parser.add_argument("--out", default="")
+  parser.add_argument("--results_md", default=results.DEFAULT_PATH, help="'' to skip")
+  args = parser.parse_args(argv)
+  print("| " + " | ".join(COLUMNS) + " |")
+  report = run(args.quick, args.variant or None, args.frames or None, args.tracks or None,
+               tuple(int(k) for k in args.tokens.split(",")),
+               command=bench_lib.command_line("benchmarks/class_tokens.py", argv))
+  bench_lib.write(report, args.out, args.results_md, SECTION, markdown)
+
+
+if __name__ == "__main__":
+  bench_lib.add_cpu_flags()
+  main()
