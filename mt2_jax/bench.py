@@ -92,6 +92,17 @@ def run(only=BENCHMARKS, quick=False, torch_=True, torch_compile=True, pipeline=
   return reports
 
 
+def _command() -> str:
+  """`mt2 bench` with the flags that change what is measured (not where it is written)."""
+  parts = ["mt2 bench"]
+  if FLAGS.quick:
+    parts.append("--quick")
+  if list(FLAGS.only) != list(BENCHMARKS):
+    parts.append(f"--only={','.join(FLAGS.only)}")
+  parts += [f"--no{name}" for name in ("torch", "torch_compile", "pipeline") if not FLAGS[name].value]
+  return " ".join(parts)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -102,8 +113,7 @@ def main(argv):
   results_md = FLAGS.results_md
   if results_md is None:
     results_md = "" if FLAGS.quick else "benchmarks/RESULTS.md"
-  args = [a for a in sys.argv[2:] if not a.startswith(("--out", "--results_md"))]
-  command = " ".join(["mt2 bench"] + args)
+  command = _command()
   reports = run(FLAGS.only, FLAGS.quick, FLAGS.torch, FLAGS.torch_compile, FLAGS.pipeline,
                 results_md, command)
   if FLAGS.out:
