@@ -12,17 +12,18 @@ segment A, x_b = the same bins of B, x_a_shift = bins [t, t+84) of A. A larger
 offset shows the content lower, so a pitch at row r of x_a sits at row r - d
 of x_a_shift, and `argmax(x_a) - argmax(x_a_shift) == shift` for a pure tone.
 
-Determinism. Element p of a process's stream is record `records[perm_e[i]]`
+Determinism. Element p of the (global) stream is record `records[perm_e[i]]`
 with `(e, i) = divmod(p, len(records))` and `perm_e` a permutation drawn from
 (seed, e); its crops and offsets are drawn from a numpy Generator seeded with
-(seed, e, record). Nothing depends on worker count, timing or batch size, so
-0 and 8 workers give the same batches, and the iterator's state is a single
-number: how many elements this process has consumed.
+(seed, e, record). Nothing depends on worker count, timing, or the number of
+processes, so 0 and 8 workers, or 1 and 2 hosts, give the same global
+batches, and the iterator's state is a single number: how many elements of
+the stream the job has consumed.
 
-Sharding. The usable records are split into `process_count` equal contiguous
-parts (Grain's `ShardByJaxProcess(drop_remainder=True)`); each process reads
-only its part and builds `batch_size / process_count` tracks per step, and
-`make_global_batch` assembles the global `jax.Array`s over the mesh.
+Sharding. Global batch b is stream elements [b*B, (b+1)*B); process i of n
+builds (and reads the records of) only its rows [i*B/n, (i+1)*B/n), and
+`make_global_batch` assembles the global `jax.Array`s over the mesh. Only
+indices are global: each host reads 1/n of the data per step.
 
 Parallelism. The stream is a Grain `MapDataset` of whole host-local batches;
 `mp_prefetch` hands batch b to worker `b % num_workers`, so each worker
@@ -57,7 +58,7 @@ PITCH_CLASSES = 12
 VIEW_KEYS = ("x_a", "x_b", "x_a_shift")
 # Extra int32 keys of debug batches, plus `track_id` (bytes).
 DEBUG_KEYS = ("record", "epoch", "start_a", "start_b", "offset")
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: position counts global elements
 # Separate random streams per purpose: a record's views never share numbers
 # with an epoch's shuffle.
 _VIEWS_STREAM, _SHUFFLE_STREAM = 1, 2
@@ -274,7 +275,7 @@ class Plan:
   """Everything that defines one process's stream of views (picklable)."""
   data_dir: str
   split: str
-  records: np.ndarray        # [n] global record indices this process reads
+  records: np.ndarray        # [n] usable record indices (the whole stream's)
   seed: int
   shuffle: bool
   num_epochs: int | None     # None: repeat forever
@@ -294,7 +295,6 @@ class Plan:
     digest = hashlib.sha256(np.asarray(self.records, np.int64).tobytes()).hexdigest()[:16]
     return {"seed": self.seed, "shuffle": self.shuffle, "split": self.split,
             "records": len(self.records), "records_digest": digest,
-            "process_index": self.process_index, "process_count": self.process_count,
             # The dtype only rounds the same views: free to change on resume.
             "spec": {k: v for k, v in dataclasses.asdict(self.spec).items() if k != "dtype"}}
 
@@ -302,7 +302,8 @@ class Plan:
 class BatchMaker:
   """Batch index -> host-local batch; runs in Grain worker processes.
 
-  Batch b holds elements [start + b*B, start + (b+1)*B) of the stream; the
+  Global batch b holds elements [start + b*G, start + (b+1)*G) of the stream
+  (G = B * process_count); this process builds rows [i*B, (i+1)*B) of it. The
   data source is opened lazily in each process (file handles do not pickle).
   """
 
@@ -339,7 +340,7 @@ class BatchMaker:
   def __call__(self, b: int) -> dict[str, np.ndarray]:
     plan, spec = self.plan, self.plan.spec
     size = plan.local_batch_size
-    first = self.start + b * size
+    first = self.start + b * size * plan.process_count + plan.process_index * size
     picks = [self.element(p) for p in range(first, first + size)]
     examples = self.source.__getitems__([r for _, r in picks])
     shape = (size, spec.crop_bins, spec.segment_frames)
@@ -373,7 +374,7 @@ class ViewsIterator:
   batch size; with a mesh the arrays are global `jax.Array`s of batch_size
   rows (debug's track_id stays host-local numpy).
 
-  get_state() -> bytes (JSON: elements consumed by this process and what the
+  get_state() -> bytes (JSON: stream elements consumed by the job and what the
   stream is made of); set_state(bytes) resumes at exactly the next batch, with
   any worker count, batch size or view dtype. Orbax saves it through
   `grain.checkpoint.CheckpointHandler` (`CheckpointSave(it)` /
@@ -387,16 +388,20 @@ class ViewsIterator:
     self.num_workers = int(num_workers)
     self.prefetch_buffer_size = int(prefetch_buffer_size)
     self.mesh, self.pspec = mesh, pspec
-    self._position = 0  # stream elements consumed by this process
+    self._position = 0  # stream elements consumed by the whole job
     self._it = None
 
   @property
   def position(self) -> int:
     return self._position
 
+  @property
+  def global_batch_size(self) -> int:
+    return self.plan.local_batch_size * self.plan.process_count
+
   def _start(self) -> None:
     plan = self.plan
-    num_batches = (plan.num_elements - self._position) // plan.local_batch_size
+    num_batches = (plan.num_elements - self._position) // self.global_batch_size
     ds = grain.MapDataset.range(max(num_batches, 0)).map(BatchMaker(plan, self._position))
     # Each element is a whole batch: a deep buffer would hold many of them.
     # One thread per process builds the next batches (in a worker, while the
@@ -416,7 +421,7 @@ class ViewsIterator:
     if self._it is None:
       self._start()
     batch = next(self._it)
-    self._position += self.plan.local_batch_size
+    self._position += self.global_batch_size
     if self.mesh is not None:
       batch = make_global_batch(batch, self.mesh, self.pspec)
     return batch
@@ -530,21 +535,13 @@ def make_plan(config: ml_collections.ConfigDict, *, split: str | None = None,
   if config.batch_size % count:
     raise ValueError(f"batch_size {config.batch_size} is not divisible by the "
                      f"{count} processes.")
-  if len(records) < count:
-    raise ValueError(f"{len(records)} usable records cannot be shared by {count} processes.")
-  # Equal contiguous parts, the remainder dropped (as Grain's even_split).
-  per_process = len(records) // count
-  lo, hi = per_process * options.shard_index, per_process * (options.shard_index + 1)
-  if len(records) % count:
-    logging.info("Dropping %d usable records so that %d processes get %d each.",
-                 len(records) % count, count, per_process)
   local_batch_size = config.batch_size // count
-  if hi - lo < local_batch_size:
-    logging.warning("Only %d records per process for %d tracks per batch: batches repeat "
+  if len(records) < config.batch_size:
+    logging.warning("Only %d usable records for %d tracks per batch: batches repeat "
                     "records (with other crops), which NT-Xent counts as negatives.",
-                    hi - lo, local_batch_size)
+                    len(records), config.batch_size)
   num_epochs = _data_get(config, "num_epochs", None)
-  return Plan(data_dir=os.fspath(config.data_dir), split=split, records=records[lo:hi],
+  return Plan(data_dir=os.fspath(config.data_dir), split=split, records=records,
               seed=int(config.seed), shuffle=bool(_data_get(config, "shuffle", True)),
               num_epochs=None if num_epochs is None else int(num_epochs), spec=spec,
               local_batch_size=local_batch_size, process_index=options.shard_index,

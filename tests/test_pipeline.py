@@ -214,14 +214,15 @@ def test_global_batch_on_eight_devices(data_dir):
     pipeline.make_iterator(config, mesh, pspec)
 
 
-def test_processes_read_disjoint_equal_parts(data_dir):
+def test_processes_build_their_rows_of_the_same_global_batch(data_dir):
   config = make_config(data_dir)
   plans = [pipeline.make_plan(config, shard=(i, 2)) for i in range(2)]
   assert [p.local_batch_size for p in plans] == [2, 2]
-  assert len(plans[0].records) == len(plans[1].records) == 4
-  assert not set(plans[0].records) & set(plans[1].records)
-  (b0,), _ = take(config, 1, debug=True, shard=(0, 2))
-  assert b0["x_a"].shape[0] == 2 and set(b0["record"]) <= set(plans[0].records)
+  (whole,), _ = take(config, 1, debug=True)
+  parts = [take(config, 1, debug=True, shard=(i, 2))[0][0] for i in range(2)]
+  assert all(p["x_a"].shape[0] == 2 for p in parts)
+  for key in ("x_a", "x_b", "x_a_shift", "shift", "record"):
+    np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), whole[key])
 
 
 def test_short_records_are_reported_and_left_out(data_dir, caplog):
@@ -233,8 +234,8 @@ def test_short_records_are_reported_and_left_out(data_dir, caplog):
   text = caplog.text
   assert "2 of 10" in text and "short60" in text and "short62" in text
   assert not short & set(plan.records.tolist()) and len(plan.records) == 8
-  # The lengths were cached for the next run.
-  assert (pathlib.Path(data_dir) / "_cache" / "num_frames-train.npz").exists()
+  # prepare lists num_frames in _parts/, so no record had to be scanned and cached.
+  assert not (pathlib.Path(data_dir) / "_cache" / "num_frames-train.npz").exists()
   np.testing.assert_array_equal(pipeline.record_lengths(data_dir, "train"),
                                 [source[i]["num_frames"] for i in range(len(source))])
   # Three epochs of batches never contain them.
@@ -358,8 +359,9 @@ def test_two_processes_build_one_global_batch(data_dir, tmp_path):
     assert o["rows"] == [4 * i + r for r in range(4)]
     assert all(shape == [1, 84, SEGMENT] for shape in o["shard_shapes"])
     assert set(o["batch_records"]) <= set(o["plan_records"])
-  assert len(outs[0]["plan_records"]) == len(outs[1]["plan_records"]) == 4
-  assert not set(outs[0]["plan_records"]) & set(outs[1]["plan_records"])
+  # Every process knows the whole stream; each built different rows of batch 0.
+  assert outs[0]["plan_records"] == outs[1]["plan_records"]
+  assert len(outs[0]["batch_records"]) == len(outs[1]["batch_records"]) == 4
 
 
 def test_record_lengths_from_parts(data_dir, tmp_path):

@@ -163,3 +163,32 @@ def test_bad_configs_fail_before_compiling(data_dir, tmp_path, monkeypatch, over
   with pytest.raises(ValueError, match=message):
     train.train(config, tmp_path, progress=False)
   assert not compiled
+
+
+def test_two_processes_give_the_losses_of_one(data_dir, tmp_path):
+  """2 processes x 4 CPU devices, joined by jax.distributed on localhost == 1 x 8."""
+  import socket
+  import subprocess
+  import sys
+  overrides = ["--config.data.segment_frames=32", "--config.total_steps=6", "--config.log_every=2",
+               "--config.checkpoint_every=3", f"--config.data_dir={data_dir}", "--noprogress"]
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  mt2 = [sys.executable, "-m", "mt2_jax.cli", "train", "--config=configs/mt2.py:runlocal"]
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  one = subprocess.run(mt2 + [f"--workdir={tmp_path / 'one'}"] + overrides, cwd=root, capture_output=True,
+                       text=True, env={**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+  assert one.returncode == 0, one.stderr[-3000:]
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+  procs = [subprocess.Popen(
+      mt2 + [f"--workdir={tmp_path / 'two'}", f"--coordinator_address=localhost:{port}",
+             "--num_processes=2", f"--process_id={i}"] + overrides,
+      cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  for p in procs:
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err[-3000:]
+  losses = lambda w: [(r["step"], r["loss"], r["cpsd"], r["ntxent"]) for r in read_metrics(tmp_path / w)]
+  assert [s for s, *_ in losses("two")] == [2, 4, 6]
+  np.testing.assert_allclose(np.array(losses("two")), np.array(losses("one")), rtol=1e-5)
