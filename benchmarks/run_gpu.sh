@@ -37,8 +37,10 @@ if not torch.cuda.is_available():
 EOF
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
 
-# Do not let JAX grab 75% of the GPU up front: torch runs in the same process.
+# JAX and torch (run in subprocesses) share the GPU: JAX keeps what its pool
+# grew to, so cap it at half the memory (JAX halves a batch that does not fit).
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
+export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.5}
 export TF_CPP_MIN_LOG_LEVEL=3
 
 "$PY" -m mt2_jax.cli bench --out="$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"

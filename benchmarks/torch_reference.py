@@ -246,10 +246,17 @@ def measure(variant: str, frames: int, tracks: int, class_tokens=("equivariant",
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
 
-  model, opt = build(variant, frames, class_tokens, device=device)
-  result["params"] = sum(p.numel() for p in model.parameters())
-  first, times = _time(make_step(model, opt, autocast_dtype), batch, device, steps, warmup)
-  result["eager"] = {"step_s": float(np.median(times)), "step_s_all": times, "first_call_s": first}
+  try:
+    model, opt = build(variant, frames, class_tokens, device=device)
+    result["params"] = sum(p.numel() for p in model.parameters())
+    first, times = _time(make_step(model, opt, autocast_dtype), batch, device, steps, warmup)
+    result["eager"] = {"step_s": float(np.median(times)), "step_s_all": times, "first_call_s": first}
+  except Exception as e:  # noqa: BLE001 -- out of memory on a GPU, for instance.
+    result["eager"] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+  finally:
+    model = opt = None
+    if torch.device(device).type == "cuda":
+      torch.cuda.empty_cache()
 
   if compile_:
     try:
@@ -282,11 +289,16 @@ def main():
   parser.add_argument("--variant", default="tiny", choices=sorted(VARIANTS))
   parser.add_argument("--frames", type=int, default=173)
   parser.add_argument("--tracks", type=int, default=16)
+  parser.add_argument("--tokens", type=int, default=2, help="number of class tokens K")
   parser.add_argument("--steps", type=int, default=3)
+  parser.add_argument("--warmup", type=int, default=1)
   parser.add_argument("--no-compile", action="store_true")
   parser.add_argument("--out", default="")
   args = parser.parse_args()
-  result = measure(args.variant, args.frames, args.tracks, steps=args.steps, compile_=not args.no_compile)
+  names = tuple(("equivariant" if i % 2 == 0 else "contrastive") + (str(i // 2) if i >= 2 else "")
+                for i in range(args.tokens))  # As benchmarks/train_step.token_names.
+  result = measure(args.variant, args.frames, args.tracks, names, steps=args.steps, warmup=args.warmup,
+                   compile_=not args.no_compile)
   for mode in ("eager", "compile"):
     r = result[mode]
     print(f"{mode:8s} " + (f"{r['step_s']:.3f} s/step, first call {r['first_call_s']:.1f} s"

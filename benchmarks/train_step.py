@@ -276,18 +276,40 @@ def measure_jax_adaptive(variant, frames, tracks, dtype, num_tokens=2, devices=N
   return result
 
 
-def measure_torch(variant, frames, tracks, num_tokens=2, steps=3, warmup=1, compile_=True) -> dict:
-  """The PyTorch reference at the same shape, or {'error': why} if torch is missing."""
-  try:
+def measure_torch(variant, frames, tracks, num_tokens=2, steps=3, warmup=1, compile_=True,
+                  subprocess_=None, timeout_s: int = 1800) -> dict:
+  """The PyTorch reference at the same shape, or {'error': why} per mode.
+
+  On accelerators it runs in a subprocess (`subprocess_` None: when JAX is not
+  on a CPU), so that torch's and JAX's memory pools never share one device
+  in one process; run_gpu.sh caps JAX's pool to leave torch room.
+  """
+  if subprocess_ is None:
+    subprocess_ = not is_cpu(jax.devices()[0])
+  if not subprocess_:
     try:
-      from benchmarks import torch_reference
-    except ImportError:
-      import torch_reference
-  except ImportError as e:
-    return {"eager": {"error": f"torch not installed ({e})"},
-            "compile": {"error": f"torch not installed ({e})"}}
-  return torch_reference.measure(variant, frames, tracks, token_names(num_tokens), steps=steps,
-                                 warmup=warmup, compile_=compile_)
+      try:
+        from benchmarks import torch_reference
+      except ImportError:
+        import torch_reference
+    except ImportError as e:
+      return {"eager": {"error": f"torch not installed ({e})"},
+              "compile": {"error": f"torch not installed ({e})"}}
+    return torch_reference.measure(variant, frames, tracks, token_names(num_tokens), steps=steps,
+                                   warmup=warmup, compile_=compile_)
+  with tempfile.TemporaryDirectory(prefix="mt2_bench_") as tmp:
+    out = pathlib.Path(tmp) / "torch.json"
+    args = [sys.executable, str(ROOT / "benchmarks" / "torch_reference.py"), f"--variant={variant}",
+            f"--frames={frames}", f"--tracks={tracks}", f"--tokens={num_tokens}", f"--steps={steps}",
+            f"--warmup={warmup}", f"--out={out}"] + ([] if compile_ else ["--no-compile"])
+    try:
+      proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
+      error = None if out.exists() else f"exit {proc.returncode}: {proc.stderr.strip()[-300:]}"
+    except subprocess.TimeoutExpired:
+      error = f"timed out after {timeout_s} s"
+    if error:
+      return {"eager": {"error": error}, "compile": {"error": error}}
+    return json.loads(out.read_text())
 
 
 def pipeline_throughput(frames: int, quick: bool, timeout_s: int = 600) -> dict:
