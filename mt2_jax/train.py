@@ -167,7 +167,7 @@ def train(config, workdir, progress: bool = True) -> dict[str, Any]:
       dt = max(time.time() - t_log, 1e-9)
       last["views_per_sec"] = views_per_step * steps_since_log / dt
       last["steps_per_sec"] = steps_since_log / dt
-      if writer is not None and s % config.log_every == 0:
+      if writer is not None and (s % config.log_every == 0 or s == config.total_steps):
         writer.write(s, last)
       if bar is not None:
         bar.set_postfix(loss=f"{last['loss']:.4f}", views_s=f"{last['views_per_sec']:.0f}")
