@@ -181,16 +181,7 @@ def run(data=None, quick=False, workers=None, batch_size=None, segment_frames=No
 
 def main(argv):
   del argv
-  # The command that reproduces the numbers, without where they were written.
-  args, skip = [], False
-  for a in sys.argv[1:]:
-    if skip:
-      skip = False
-    elif a in ("--out", "--results_md"):
-      skip = True
-    elif not a.startswith(("--out=", "--results_md=")):
-      args.append(a)
-  command = " ".join(["python benchmarks/input_pipeline.py"] + args)
+  command = results.command_line("benchmarks/input_pipeline.py", sys.argv[1:])
   report = run(data=_DATA.value, quick=_QUICK.value, workers=_WORKERS.value,
                batch_size=_BATCH.value, segment_frames=_FRAMES.value, batches=_BATCHES.value,
                warmup=_WARMUP.value, prefetch=_PREFETCH.value, dtypes=_DTYPES.value,

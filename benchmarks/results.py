@@ -79,3 +79,16 @@ def versions(packages=("jax", "jaxlib", "flax", "grain", "numpy", "tensorflow-da
     except importlib.metadata.PackageNotFoundError:
       pass
   return ", ".join(parts)
+
+
+def command_line(script: str, argv) -> str:
+  """The command that reproduces the numbers, without where they were written."""
+  args, skip = [], False
+  for a in argv:
+    if skip:
+      skip = False
+    elif a in ("--out", "--results_md"):
+      skip = True
+    elif not a.startswith(("--out=", "--results_md=")):
+      args.append(a)
+  return " ".join([f"python {script}"] + args)

@@ -161,8 +161,12 @@ def build(variant: str, frames: int, class_tokens=("equivariant", "contrastive")
   return model, opt
 
 
-def make_step(model, opt, autocast_dtype=None):
-  """`step(x_a, x_b, x_s, shift) -> loss`: forward on [A; B; A'], losses, backward, clip, AdamW."""
+def make_step(model, opt, autocast_dtype=None, compile_loss=False):
+  """`step(x_a, x_b, x_s, shift) -> loss`: forward on [A; B; A'], losses, backward, clip, AdamW.
+
+  compile_loss: torch.compile the forward + loss (+ backward graph); the
+  optimizer runs eagerly (foreach kernels), the usual way to compile a step.
+  """
   device_type = next(model.parameters()).device.type
 
   def loss_fn(x_a, x_b, x_s, shift):
@@ -178,6 +182,9 @@ def make_step(model, opt, autocast_dtype=None):
         total = total + nt_xent(h[:b], h[b:2 * b], arg)
     return total
 
+  if compile_loss:
+    loss_fn = torch.compile(loss_fn)
+
   def step(x_a, x_b, x_s, shift):
     opt.zero_grad(set_to_none=True)
     loss = loss_fn(x_a, x_b, x_s, shift)
@@ -186,7 +193,6 @@ def make_step(model, opt, autocast_dtype=None):
     opt.step()
     return loss.detach()
 
-  step.loss_fn = loss_fn
   return step
 
 
@@ -261,19 +267,7 @@ def measure(variant: str, frames: int, tracks: int, class_tokens=("equivariant",
   if compile_:
     try:
       model, opt = build(variant, frames, class_tokens, device=device)
-      step = make_step(model, opt, autocast_dtype)
-      # Compile the forward + loss + backward graph; the optimizer runs eagerly
-      # (foreach kernels), the usual way to compile a training step.
-      compiled_loss = torch.compile(step.loss_fn)
-
-      def compiled_step(x_a, x_b, x_s, shift):
-        opt.zero_grad(set_to_none=True)
-        loss = compiled_loss(x_a, x_b, x_s, shift)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
-        opt.step()
-        return loss.detach()
-
+      compiled_step = make_step(model, opt, autocast_dtype, compile_loss=True)
       first, times = _time(compiled_step, batch, device, steps, warmup)
       result["compile"] = {"step_s": float(np.median(times)), "step_s_all": times, "first_call_s": first}
     except Exception as e:  # noqa: BLE001 -- any compiler failure is a result, not a crash.

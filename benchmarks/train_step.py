@@ -515,17 +515,7 @@ def write(report: dict, out: str | None, results_md: str | None, section=SECTION
     results.update_section(section, to_markdown(report), results_md)
 
 
-def command_line(script: str, argv) -> str:
-  """The command that reproduces the numbers, without where they were written."""
-  args, skip = [], False
-  for a in argv:
-    if skip:
-      skip = False
-    elif a in ("--out", "--results_md"):
-      skip = True
-    elif not a.startswith(("--out=", "--results_md=")):
-      args.append(a)
-  return " ".join([f"python {script}"] + args)
+command_line = results.command_line  # Kept here: class_tokens/scaling call bench_lib.command_line.
 
 
 def main(argv=None):
