@@ -101,5 +101,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  bench_lib.add_cpu_flags()
   main()

@@ -60,7 +60,6 @@ def _fake_cpu_rows(args: list[str], timeout_s: int = 900) -> tuple[list[dict], s
   flags = env.get("XLA_FLAGS", "")
   flags = " ".join(f for f in flags.split() if not f.startswith("--xla_force_host_platform_device_count"))
   env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={FAKE_DEVICES}".strip()
-  bench_lib.add_cpu_flags(env)
   env["JAX_PLATFORMS"] = "cpu"
   proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", *args], env=env,
                         capture_output=True, text=True, timeout=timeout_s, cwd=bench_lib.ROOT)
@@ -155,5 +154,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  bench_lib.add_cpu_flags()
   main()

@@ -226,10 +226,26 @@ def _time(step, batch, device, steps, warmup):
   return first, times
 
 
+def eager_runner(variant: str, frames: int, tracks: int, class_tokens=("equivariant", "contrastive"),
+                 device="cpu"):
+  """A no-argument function that runs one eager step on its own batch, synchronised.
+
+  For timing interleaved with another framework's step in the same process:
+  the two then see the same machine state, round by round.
+  """
+  model, opt = build(variant, frames, class_tokens, device=device)
+  step, batch = make_step(model, opt), synthetic_batch(tracks, frames, device)
+
+  def run():
+    step(*batch)
+    _sync(device)
+  return run
+
+
 def measure(variant: str, frames: int, tracks: int, class_tokens=("equivariant", "contrastive"),
             steps: int = 3, warmup: int = 1, compile_: bool = True, device=None, autocast=None,
-            compile_timeout_note: str = "") -> dict:
-  """Times the eager step and, if asked, the `torch.compile`d one.
+            compile_timeout_note: str = "", eager: bool = True) -> dict:
+  """Times the eager step (unless `eager=False`) and, if asked, the `torch.compile`d one.
 
   Returns a JSON-able dict: device, torch version, threads, dtype and per mode
   ('eager', 'compile') either {step_s (median), step_s_all, first_call_s} or
@@ -255,8 +271,11 @@ def measure(variant: str, frames: int, tracks: int, class_tokens=("equivariant",
   try:
     model, opt = build(variant, frames, class_tokens, device=device)
     result["params"] = sum(p.numel() for p in model.parameters())
-    first, times = _time(make_step(model, opt, autocast_dtype), batch, device, steps, warmup)
-    result["eager"] = {"step_s": float(np.median(times)), "step_s_all": times, "first_call_s": first}
+    if eager:
+      first, times = _time(make_step(model, opt, autocast_dtype), batch, device, steps, warmup)
+      result["eager"] = {"step_s": float(np.median(times)), "step_s_all": times, "first_call_s": first}
+    else:
+      result["eager"] = {"error": "not measured here (eager=False)"}
   except Exception as e:  # noqa: BLE001 -- out of memory on a GPU, for instance.
     result["eager"] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
   finally:

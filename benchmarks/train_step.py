@@ -28,7 +28,6 @@ and float32 on CPUs, where bf16 matmuls are emulated and ~2.4x slower.
 import argparse
 import datetime
 import json
-import math
 import os
 import pathlib
 import subprocess
@@ -37,7 +36,6 @@ import tempfile
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -75,39 +73,6 @@ PEAK_FLOPS = (
 VARIANTS = ("tiny", "small", "base")
 FRAMES = (173, 646)  # 4 s and 15 s of audio.
 QUICK = dict(variants=("test",), frames=(32,), tracks=2, steps=2, warmup=0)
-
-# XLA:CPU flags that made the step faster on a 2-core AMD EPYC (RESULTS.md;
-# the JSON records XLA_FLAGS). XNNPACK's kernels for dots, and only for dots:
-# with YNNPACK's element-wise and reduction fusions on (its default), layer
-# norms and softmaxes split into more, smaller kernels; individual_dot was
-# 8-12% faster than xnnpack alone on tiny at 173 frames. They change only the
-# CPU client, so they are harmless elsewhere, and must be in XLA_FLAGS before
-# JAX starts a backend. (jaxlib, minimum version) pairs: an older XLA aborts
-# on a flag it does not know.
-CPU_XLA_FLAGS = (
-    ("--xla_cpu_use_xnnpack=true", (0, 7)),
-    ("--xla_cpu_experimental_ynn_fusion_type=individual_dot", (0, 10)),
-)
-
-
-def _jaxlib_version() -> tuple[int, ...]:
-  import importlib.metadata
-  try:
-    return tuple(int(p) for p in importlib.metadata.version("jaxlib").split(".")[:2])
-  except (importlib.metadata.PackageNotFoundError, ValueError):
-    return (0, 0)
-
-
-def add_cpu_flags(env=os.environ) -> str:
-  """Appends CPU_XLA_FLAGS to env['XLA_FLAGS'], keeping flags already set; returns it."""
-  flags = env.get("XLA_FLAGS", "")
-  version = _jaxlib_version()
-  for flag, since in CPU_XLA_FLAGS:
-    if flag.split("=")[0] not in flags and version >= since:
-      flags = f"{flags} {flag}".strip()
-  env["XLA_FLAGS"] = flags
-  return flags
-
 
 def peak_flops(device) -> float | None:
   """Dense bf16 peak FLOP/s of one `device`, or None if not in PEAK_FLOPS."""
@@ -199,13 +164,18 @@ def _flops(compiled) -> float | None:
   return float(cost["flops"]) if cost and "flops" in cost else None
 
 
-def measure_jax(config, devices=None, steps: int = 3, warmup: int = 1) -> dict:
+def measure_jax(config, devices=None, steps: int = 3, warmup: int = 1, partner=None) -> dict:
   """Compiles and times `make_train_step(config)` on `devices` (default: the first one).
 
   The batch is `config.batch_size` tracks in total, split over the devices.
   Returns step_s (median), step_s_all, compile_s, views/tokens per second,
   flops_per_step (per device: XLA's cost analysis of the SPMD program),
   achieved_flops_per_s (all devices), mfu, memory, fused_attention.
+
+  partner: None, or a no-argument function (another framework's step) run and
+  timed after every JAX step, warm-up included: `partner_step_s_all`. Paired
+  rounds see the same machine state, so their ratio holds still on a machine
+  whose speed drifts by 10% over a minute (a shared 2-core VM does).
   """
   devices = list(devices or jax.devices()[:1])
   mesh = train_step_lib.make_mesh(config, devices)
@@ -230,13 +200,18 @@ def measure_jax(config, devices=None, steps: int = 3, warmup: int = 1) -> dict:
   t0 = time.perf_counter()
   metrics = run_once()
   first_s = time.perf_counter() - t0
+  partner_first_s = _timed(partner) if partner else None
   for _ in range(warmup):
     run_once()
-  times = []
+    if partner:
+      partner()
+  times, partner_times = [], []
   for _ in range(steps):
     t0 = time.perf_counter()
     metrics = run_once()
     times.append(time.perf_counter() - t0)
+    if partner:
+      partner_times.append(_timed(partner))
   step_s = float(np.median(times))
 
   tracks = config.batch_size
@@ -270,20 +245,30 @@ def measure_jax(config, devices=None, steps: int = 3, warmup: int = 1) -> dict:
                          if devices[0].platform == "gpu" else None,
       "loss": float(metrics["loss"]),
   }
+  if partner:
+    result["partner_step_s_all"] = partner_times
+    result["partner_first_call_s"] = partner_first_s
   stats = getattr(devices[0], "memory_stats", lambda: None)()
   if stats and "peak_bytes_in_use" in stats:
     result["memory"]["device_peak_bytes_in_use"] = int(stats["peak_bytes_in_use"])
   return result
 
 
+def _timed(fn) -> float:
+  t0 = time.perf_counter()
+  fn()
+  return time.perf_counter() - t0
+
+
 def measure_jax_adaptive(variant, frames, tracks, dtype, num_tokens=2, devices=None, steps=3,
-                         warmup=1) -> dict:
+                         warmup=1, partner=None) -> dict:
   """measure_jax, halving the batch on out-of-memory (accelerators) down to 2 tracks/device."""
   n = len(devices or jax.devices()[:1])
   requested = tracks
   while True:
     try:
-      result = measure_jax(bench_config(variant, frames, tracks, dtype, num_tokens), devices, steps, warmup)
+      result = measure_jax(bench_config(variant, frames, tracks, dtype, num_tokens), devices, steps,
+                           warmup, partner)
       break
     except Exception as e:  # noqa: BLE001
       if not _is_oom(e) or tracks // 2 < 2 * n:
@@ -293,8 +278,20 @@ def measure_jax_adaptive(variant, frames, tracks, dtype, num_tokens=2, devices=N
   return result
 
 
+def torch_reference_module():
+  """benchmarks/torch_reference.py, or an ImportError's text if torch is missing."""
+  try:
+    try:
+      from benchmarks import torch_reference
+    except ImportError:
+      import torch_reference
+    return torch_reference
+  except ImportError as e:
+    return f"torch not installed ({e})"
+
+
 def measure_torch(variant, frames, tracks, num_tokens=2, steps=3, warmup=1, compile_=True,
-                  subprocess_=None, timeout_s: int = 1800) -> dict:
+                  subprocess_=None, timeout_s: int = 1800, eager=True) -> dict:
   """The PyTorch reference at the same shape, or {'error': why} per mode.
 
   On accelerators it runs in a subprocess (`subprocess_` None: when JAX is not
@@ -304,16 +301,11 @@ def measure_torch(variant, frames, tracks, num_tokens=2, steps=3, warmup=1, comp
   if subprocess_ is None:
     subprocess_ = not is_cpu(jax.devices()[0])
   if not subprocess_:
-    try:
-      try:
-        from benchmarks import torch_reference
-      except ImportError:
-        import torch_reference
-    except ImportError as e:
-      return {"eager": {"error": f"torch not installed ({e})"},
-              "compile": {"error": f"torch not installed ({e})"}}
-    return torch_reference.measure(variant, frames, tracks, token_names(num_tokens), steps=steps,
-                                   warmup=warmup, compile_=compile_)
+    module = torch_reference_module()
+    if isinstance(module, str):
+      return {"eager": {"error": module}, "compile": {"error": module}}
+    return module.measure(variant, frames, tracks, token_names(num_tokens), steps=steps,
+                          warmup=warmup, compile_=compile_, eager=eager)
   with tempfile.TemporaryDirectory(prefix="mt2_bench_") as tmp:
     out = pathlib.Path(tmp) / "torch.json"
     args = [sys.executable, str(ROOT / "benchmarks" / "torch_reference.py"), f"--variant={variant}",
@@ -358,6 +350,29 @@ def pipeline_throughput(frames: int, quick: bool, timeout_s: int = 600) -> dict:
           "command": report.get("command", "")}
 
 
+def _torch_partner(variant, frames, tracks):
+  """torch_reference.eager_runner at this shape, or why there is none (a string)."""
+  module = torch_reference_module()
+  if isinstance(module, str):
+    return module
+  try:
+    return module.eager_runner(variant, frames, tracks)
+  except Exception as e:  # noqa: BLE001 -- reported in the row, never raised.
+    return f"{type(e).__name__}: {str(e)[:300]}"
+
+
+def _partner_result(partner, jx: dict) -> dict:
+  """The eager torch entry of a row from the rounds interleaved with JAX's."""
+  if isinstance(partner, str):
+    return {"error": partner}
+  times = jx.pop("partner_step_s_all")
+  first = jx.pop("partner_first_call_s")
+  # Median over rounds of torch time / JAX time of the same round.
+  paired = float(np.median(np.asarray(times) / np.asarray(jx["step_s_all"])))
+  return {"step_s": float(np.median(times)), "step_s_all": times, "first_call_s": first,
+          "interleaved_with_jax": True, "paired_ratio": paired}
+
+
 def versions() -> str:
   return results.versions(("jax", "jaxlib", "flax", "optax", "torch", "numpy"))
 
@@ -394,18 +409,26 @@ def run(quick: bool = False, variants=None, frames=None, tracks=None, steps=None
   for variant in variants:
     for f in frames:
       n = tracks or (QUICK["tracks"] if quick else default_tracks(device, variant, f))
-      jx = measure_jax_adaptive(variant, f, n, dtype, steps=steps, warmup=warmup)
+      # On a CPU the eager torch step runs in this process, interleaved with
+      # JAX's round by round (measure_jax's `partner`).
+      partner = _torch_partner(variant, f, n) if torch_ and is_cpu(device) else None
+      jx = measure_jax_adaptive(variant, f, n, dtype, steps=steps, warmup=warmup,
+                                partner=None if isinstance(partner, str) else partner)
       row = {"variant": variant, "frames": f, "tracks": jx["tracks"], "jax": jx}
       if torch_:
         # Same number of tracks as JAX ended up with, so the rows compare.
         # Quick mode skips torch.compile: its first call alone takes ~30 s.
         row["torch"] = measure_torch(variant, f, jx["tracks"], steps=steps, warmup=warmup,
-                                     compile_=torch_compile and not quick)
+                                     compile_=torch_compile and not quick, eager=partner is None)
         if quick and torch_compile:
           row["torch"]["compile"] = {"error": "skipped in --quick (compilation takes ~30 s)"}
+        if partner is not None:
+          row["torch"]["eager"] = _partner_result(partner, jx)
         for mode in ("eager", "compile"):
           t = row["torch"][mode]
           row[f"jax_over_torch_{mode}"] = t["step_s"] / jx["step_s"] if "step_s" in t else None
+        if "paired_ratio" in row["torch"]["eager"]:
+          row["jax_over_torch_eager"] = row["torch"]["eager"]["paired_ratio"]
       p = pipelines[f]
       row["pipeline_views_per_s"] = p.get("views_per_s")
       row["pipeline_over_step"] = p["views_per_s"] / jx["views_per_s"] if "views_per_s" in p else None
@@ -541,5 +564,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  add_cpu_flags()  # Module-level `import jax` has not started a backend yet.
   main()

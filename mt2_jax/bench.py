@@ -16,12 +16,11 @@ at its smallest size in seconds. The benchmark modules live in the source
 tree (benchmarks/), not in the installed package: run from a checkout
 (`pip install -e .`).
 
-On a CPU the XLA flags in `benchmarks/train_step.CPU_XLA_FLAGS` are added to
-XLA_FLAGS before JAX starts (they made the step faster; see RESULTS.md).
+On a CPU, `import mt2_jax` tunes glibc's malloc (mt2_jax/host.py): without it
+every step faults its temporaries in afresh, ~30% of a CPU step.
 """
 
 import json
-import os
 import pathlib
 import sys
 import time
@@ -106,10 +105,7 @@ def _command() -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  # Before anything imports JAX's backend: CPU flags only change the CPU client.
   sys.path.insert(0, str(ROOT))
-  from benchmarks import train_step as bench_lib  # pylint: disable=g-import-not-at-top
-  bench_lib.add_cpu_flags()
   results_md = FLAGS.results_md
   if results_md is None:
     results_md = "" if FLAGS.quick else "benchmarks/RESULTS.md"

@@ -62,6 +62,9 @@ def base_config() -> ml_collections.ConfigDict:
       # frames see frames only, so tokens are independent readouts.
       class_token_attention="full",
       remat=False,  # Rematerialise each block in the backward pass (saves memory).
+      # Attention kernel: 'cudnn' (fused, GPU with 16-bit dtype), 'xla'
+      # (einsums; every backend), 'auto' ('cudnn' where it applies).
+      attention="auto",
       # Unset (None): the variant's. Set one to vary a single dimension, e.g.
       # --config.model.depth=4.
       width=config_dict.placeholder(int),

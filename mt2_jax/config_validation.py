@@ -9,6 +9,8 @@ data directory or `jax.devices()`), or pass them as `extra_checks`.
 import math
 from typing import Callable, Iterable
 
+import jax
+
 from mt2_jax import model as model_lib
 
 Check = Callable[[object], None]
@@ -99,6 +101,13 @@ def check_model(config) -> None:
   if model.get("class_token_attention", "full") not in CLASS_TOKEN_ATTENTION:
     _fail("model.class_token_attention",
           f"unknown {model.class_token_attention!r}; known: {CLASS_TOKEN_ATTENTION}")
+  attention = model.get("attention", "auto")
+  if attention not in model_lib.ATTENTION_IMPLEMENTATIONS:
+    _fail("model.attention", f"unknown {attention!r}; known: {model_lib.ATTENTION_IMPLEMENTATIONS}")
+  if attention == "cudnn" and (model.dtype not in ("bfloat16", "float16")
+                               or jax.default_backend() != "gpu"):
+    _fail("model.attention", f"'cudnn' needs a GPU and model.dtype bfloat16 or float16 (have "
+          f"{jax.default_backend()}, {model.dtype}); use 'auto'")
   tokens = model.class_tokens
   if isinstance(tokens, str) or not tokens:
     _fail("model.class_tokens", f"must be a non-empty tuple of names, got {tokens!r}")

@@ -38,7 +38,7 @@ the earlier window.
 
 import os
 import pathlib
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence
 
 from absl import app
 from absl import flags

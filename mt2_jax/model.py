@@ -19,6 +19,7 @@ Parameters are float32 and carry logical axis names; `logical_axis_rules`
 maps them to a mesh for data parallelism or FSDP.
 """
 
+import logging
 import math
 from typing import Any, NamedTuple, Sequence
 
@@ -113,30 +114,101 @@ class MlpBlock(nn.Module):
                     bias_init=_init(_ZEROS, "embed"))(h)
 
 
-class SelfAttention(nn.Module):
-  """Multi-head self-attention through `jax.nn.dot_product_attention`.
+ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn")
 
-  q, k and v come from one fused projection (one matmul instead of three);
-  the attention itself is XLA's fused kernel (cuDNN on GPU when it applies).
+
+def attention_implementation(name: str, dtype=jnp.bfloat16) -> str:
+  """Resolves 'auto': 'cudnn' on a GPU with 16-bit activations, else 'xla'."""
+  if name not in ATTENTION_IMPLEMENTATIONS:
+    raise ValueError(f"attention must be one of {ATTENTION_IMPLEMENTATIONS}, got {name!r}")
+  if name != "auto":
+    return name
+  half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+  return "cudnn" if half and jax.default_backend() == "gpu" else "xla"
+
+
+def _cudnn_supported(x_shape, num_heads, head_dim, dtype, mask) -> bool:
+  """Whether cuDNN's fused attention takes these shapes (traced abstractly, no compute)."""
+  batch, length, _ = x_shape
+  qkv = jax.ShapeDtypeStruct((batch, length, num_heads, head_dim), dtype)
+  mask_spec = None if mask is None else jax.ShapeDtypeStruct(mask.shape, mask.dtype)
+  try:
+    jax.eval_shape(lambda q, k, v, m: jax.nn.dot_product_attention(q, k, v, mask=m,
+                                                                   implementation="cudnn"),
+                   qkv, qkv, qkv, mask_spec)
+    return True
+  except (NotImplementedError, ValueError, RuntimeError, TypeError) as e:
+    logging.warning("cuDNN attention does not apply (%s); using the XLA einsums", e)
+    return False
+
+
+class _Einsum(nn.Module):
+  """`einsum(spec, x, kernel) + bias`: a Dense whose output layout the caller picks.
+
+  Parameters 'kernel' and 'bias' are those nn.DenseGeneral would make for the
+  same shapes, so checkpoints do not depend on the layout chosen.
+  """
+  spec: str
+  kernel_shape: tuple
+  kernel_axes: tuple
+  bias_axes: tuple  # The kernel's output axes, in kernel order.
+  bias_broadcast: tuple  # Index that broadcasts the bias against the output.
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param("kernel", _init(_DENSE_INIT, *self.kernel_axes), self.kernel_shape,
+                        jnp.float32)
+    bias_shape = self.kernel_shape[-len(self.bias_axes):]
+    bias = self.param("bias", _init(_ZEROS, *self.bias_axes), bias_shape, jnp.float32)
+    y = jnp.einsum(self.spec, x.astype(self.dtype), kernel.astype(self.dtype))
+    return y + bias.astype(self.dtype)[self.bias_broadcast]
+
+
+class SelfAttention(nn.Module):
+  """Multi-head self-attention; q, k and v come from one fused projection.
+
+  Two implementations of the same arithmetic and parameters (`implementation`):
+    'cudnn'  `jax.nn.dot_product_attention(implementation='cudnn')`, the fused
+             flash-attention kernel: GPU only, 16-bit activations.
+    'xla'    explicit einsums projecting straight into [3, B, N, L, H], so the
+             batched score and value matmuls need no transposes, and a float32
+             softmax. On CPU this is faster than dot_product_attention's XLA
+             path, which transposes q, k, v and the scores around each matmul.
+  'auto' takes 'cudnn' where it applies, else 'xla'.
   """
   num_heads: int
   dtype: Any = jnp.float32
+  implementation: str = "auto"
 
   @nn.compact
   def __call__(self, x, mask=None):
     """x: [B, L, d]; mask: None or bool [L, L] (True = may attend). -> [B, L, d]."""
     d = x.shape[-1]
-    head_dim = d // self.num_heads
-    qkv = nn.DenseGeneral(
-        (3, self.num_heads, head_dim), dtype=self.dtype, param_dtype=jnp.float32, name="qkv",
-        kernel_init=_init(_DENSE_INIT, "embed", "qkv", "heads", "kv"),
-        bias_init=_init(_ZEROS, "qkv", "heads", "kv"))(x)  # [B, L, 3, N, H]
-    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-    out = jax.nn.dot_product_attention(q, k, v, mask=mask)  # [B, L, N, H]
-    return nn.DenseGeneral(
-        d, axis=(-2, -1), dtype=self.dtype, param_dtype=jnp.float32, name="out",
-        kernel_init=_init(_DENSE_INIT, "heads", "kv", "embed"),
-        bias_init=_init(_ZEROS, "embed"))(out)
+    n, h = self.num_heads, d // self.num_heads
+    qkv_kernel = dict(kernel_shape=(d, 3, n, h), kernel_axes=("embed", "qkv", "heads", "kv"),
+                      bias_axes=("qkv", "heads", "kv"), dtype=self.dtype, name="qkv")
+    out_kernel = dict(kernel_shape=(n, h, d), kernel_axes=("heads", "kv", "embed"),
+                      bias_axes=("embed",), bias_broadcast=(None, None), dtype=self.dtype,
+                      name="out")
+    implementation = attention_implementation(self.implementation, self.dtype)
+    if implementation == "cudnn" and (self.implementation == "cudnn"
+                                      or _cudnn_supported(x.shape, n, h, self.dtype, mask)):
+      qkv = _Einsum("bld,dsnh->blsnh", bias_broadcast=(None, None), **qkv_kernel)(x)
+      o = jax.nn.dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], mask=mask,
+                                       implementation="cudnn")  # [B, L, N, H]
+      return _Einsum("blnh,nhd->bld", **out_kernel)(o)
+
+    # [3, B, N, L, H]: the bias [3, N, H] broadcast over B and L.
+    qkv = _Einsum("bld,dsnh->sbnlh", bias_broadcast=(slice(None), None, slice(None), None),
+                  **qkv_kernel)(x)
+    q, k, v = qkv[0] * jnp.asarray(h ** -0.5, self.dtype), qkv[1], qkv[2]
+    scores = jnp.einsum("bnlh,bnmh->bnlm", q, k).astype(jnp.float32)
+    if mask is not None:
+      scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
+    o = jnp.einsum("bnlm,bnmh->bnlh", probs, v)
+    return _Einsum("bnlh,nhd->bld", **out_kernel)(o)
 
 
 class EncoderBlock(nn.Module):
@@ -145,12 +217,14 @@ class EncoderBlock(nn.Module):
   mlp_dim: int
   dtype: Any = jnp.float32
   dropout: float = 0.0
+  attention: str = "auto"
 
   @nn.compact
   def __call__(self, x, mask=None, train: bool = False):
     # `train` is positional so that nn.remat can treat it as static (argnum 3).
     h = _layer_norm("ln1", self.dtype)(x)
-    h = SelfAttention(self.num_heads, dtype=self.dtype, name="attn")(h, mask)
+    h = SelfAttention(self.num_heads, dtype=self.dtype, implementation=self.attention,
+                      name="attn")(h, mask)
     x = x + nn.Dropout(self.dropout, deterministic=not train)(h)
     h = _layer_norm("ln2", self.dtype)(x)
     h = MlpBlock(self.mlp_dim, dtype=self.dtype, dropout=self.dropout, name="mlp")(h, train=train)
@@ -169,6 +243,7 @@ class ViT1D(nn.Module):
   dropout: float = 0.0
   class_token_attention: str = "full"
   remat: bool = False
+  attention: str = "auto"  # SelfAttention.implementation.
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
@@ -210,7 +285,7 @@ class ViT1D(nn.Module):
     block = nn.remat(EncoderBlock, static_argnums=(3,)) if self.remat else EncoderBlock
     for i in range(self.depth):
       h = block(self.num_heads, self.mlp_dim, dtype=self.dtype, dropout=self.dropout,
-                name=f"block{i:02d}")(h, mask, train)
+                attention=self.attention, name=f"block{i:02d}")(h, mask, train)
     h = _layer_norm("final_norm", self.dtype)(h)
 
     out = {f"cls_{name}": h[:, i] for i, name in enumerate(self.class_tokens)}
@@ -321,6 +396,7 @@ def build_model(config) -> MT2:
       dropout=config.model.get("dropout", 0.0),
       class_token_attention=config.model.get("class_token_attention", "full"),
       remat=config.model.get("remat", False),
+      attention=config.model.get("attention", "auto"),
       name="backbone")
   return MT2(backbone=backbone, heads=head_specs(config))
 
@@ -338,6 +414,6 @@ def abstract_variables(model: MT2, num_bins: int, num_frames: int, batch: int = 
 
 __all__ = [
     "VARIANTS", "LOSS_KINDS", "LOGICAL_AXIS_RULES", "logical_axis_rules", "param_shardings",
-    "HeadSpec", "ViT1D", "MT2", "EquivariantHead", "ContrastiveHead", "head_specs", "model_dims", "build_model",
+    "HeadSpec", "ATTENTION_IMPLEMENTATIONS", "attention_implementation", "ViT1D", "MT2", "EquivariantHead", "ContrastiveHead", "head_specs", "model_dims", "build_model",
     "count_params", "abstract_variables",
 ]

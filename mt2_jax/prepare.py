@@ -292,8 +292,8 @@ def main(argv):
     print(f"Dataset complete: {s.total_records} records in {_OUT.value} "
           f"(rejected files listed in {_OUT.value}/rejected.csv).")
   elif not s.complete:
-    print(f"This part is done; the dataset metadata is written when the last part finishes "
-          f"(re-run any part to check).")
+    print("This part is done; the dataset metadata is written when the last part finishes "
+          "(re-run any part to check).")
   if s.complete and s.total_records == 0:
     print(f"prepare: no usable audio in {_AUDIO.value}; nothing to train on.", file=sys.stderr)
     sys.exit(1)

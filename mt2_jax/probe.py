@@ -50,7 +50,7 @@ import hashlib
 import json
 import os
 import pathlib
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from absl import app
 from absl import flags

@@ -5,8 +5,6 @@ import time
 
 from absl import flags
 import numpy as np
-import pytest
-
 
 from mt2_jax import demo  # noqa: E402
 

@@ -10,7 +10,7 @@ import soundfile as sf
 
 from mt2_jax import embed
 from mt2_jax import hear
-from mt2_jax.cqt import CQTConfig, cqt_magnitude, log_compress
+from mt2_jax.cqt import cqt_magnitude, log_compress
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SR = 22050

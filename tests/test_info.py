@@ -151,6 +151,8 @@ _DELETE = object()
     ("model.class_tokens", ("mean",), "model.class_tokens"),
     ("model.dtype", "int8", "model.dtype"),
     ("model.dropout", 1.0, "model.dropout"),
+    ("model.attention", "flash", "model.attention"),
+    ("model.attention", "cudnn", "model.attention"),  # Tests run on CPU.
     ("losses.ntxent.temperature", 0.0, "losses.ntxent.temperature"),
     ("losses.ntxent.projector", "transformer", "losses.ntxent.projector"),
     ("losses.cpsd.omega", 0.0, "losses.cpsd.omega"),

@@ -231,6 +231,33 @@ def test_isolated_tokens_do_not_depend_on_the_other_tokens():
   assert not np.allclose(full["tokens"], out1["tokens"], atol=1e-4)
 
 
+@pytest.mark.parametrize("masked", [False, True])
+def test_einsum_attention_is_dot_product_attention(masked):
+  """The 'xla' layout (q, k, v projected straight to [3, B, N, L, H]) computes
+  exactly standard multi-head attention over the same parameters."""
+  b, length, d, heads = 2, 7, 12, 3
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((b, length, d)), jnp.float32)
+  mask = jnp.asarray(rng.random((length, length)) < 0.7) | jnp.eye(length, dtype=bool) if masked else None
+  attn = model_lib.SelfAttention(heads, implementation="xla")
+  params = nn.unbox(attn.init(jax.random.key(0), x, mask))["params"]
+  params = jax.tree.map(lambda p: p + 0.1 * jnp.asarray(rng.standard_normal(p.shape), p.dtype), params)
+  got = attn.apply({"params": params}, x, mask)
+
+  qkv = jnp.einsum("bld,dsnh->blsnh", x, params["qkv"]["kernel"]) + params["qkv"]["bias"]
+  o = jax.nn.dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], mask=mask,
+                                   implementation="xla")
+  want = jnp.einsum("blnh,nhd->bld", o, params["out"]["kernel"]) + params["out"]["bias"]
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_implementation_resolves_and_rejects():
+  assert model_lib.attention_implementation("auto", jnp.float32) == "xla"  # Never cuDNN in f32.
+  assert model_lib.attention_implementation("xla", jnp.bfloat16) == "xla"
+  with pytest.raises(ValueError, match="attention must be one of"):
+    model_lib.attention_implementation("flash")
+
+
 def test_every_parameter_has_logical_axes_and_fsdp_shards_embed():
   model = model_lib.build_model(_config())
   boxed = model_lib.abstract_variables(model, 84, 16)
