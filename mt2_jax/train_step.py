@@ -113,7 +113,7 @@ def _init_state(config, model, tx, seed) -> TrainState:
 def create_train_state(config, model, tx, mesh: Mesh) -> TrainState:
   """Initialises the state from `config.seed`, directly in its shardings."""
   init = lambda seed: _init_state(config, model, tx, seed)
-  with mesh:
+  with jax.set_mesh(mesh):
     return jax.jit(init, out_shardings=state_shardings(config, model, tx, mesh))(config.seed)
 
 
@@ -154,7 +154,7 @@ def make_train_step(config, model, tx, mesh: Mesh) -> Callable[[TrainState, dict
                    out_shardings=(state_sh, replicated), donate_argnums=(0,))
 
   def train_step(state, batch):
-    with mesh:
+    with jax.set_mesh(mesh):
       return jitted(state, batch)
 
   train_step.jitted = jitted  # For lowering / cost analysis in benchmarks and `mt2 info`.
