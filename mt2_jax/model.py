@@ -19,6 +19,7 @@ Parameters are float32 and carry logical axis names; `logical_axis_rules`
 maps them to a mesh for data parallelism or FSDP.
 """
 
+import functools
 import logging
 import math
 from typing import Any, NamedTuple, Sequence
@@ -127,15 +128,19 @@ def attention_implementation(name: str, dtype=jnp.bfloat16) -> str:
   return "cudnn" if half and jax.default_backend() == "gpu" else "xla"
 
 
-def _cudnn_supported(x_shape, num_heads, head_dim, dtype, mask) -> bool:
-  """Whether cuDNN's fused attention takes these shapes (traced abstractly, no compute)."""
+@functools.lru_cache(maxsize=None)
+def _cudnn_supported(x_shape, num_heads, head_dim, dtype, mask_shape) -> bool:
+  """Whether cuDNN's fused attention takes these shapes (traced abstractly, no compute).
+
+  Cached: asked once per shape, not once per block and trace.
+  """
   batch, length, _ = x_shape
   qkv = jax.ShapeDtypeStruct((batch, length, num_heads, head_dim), dtype)
-  mask_spec = None if mask is None else jax.ShapeDtypeStruct(mask.shape, mask.dtype)
+  mask = None if mask_shape is None else jax.ShapeDtypeStruct(mask_shape, jnp.bool_)
   try:
     jax.eval_shape(lambda q, k, v, m: jax.nn.dot_product_attention(q, k, v, mask=m,
                                                                    implementation="cudnn"),
-                   qkv, qkv, qkv, mask_spec)
+                   qkv, qkv, qkv, mask)
     return True
   except (NotImplementedError, ValueError, RuntimeError, TypeError) as e:
     logging.warning("cuDNN attention does not apply (%s); using the XLA einsums", e)
@@ -191,9 +196,11 @@ class SelfAttention(nn.Module):
     out_kernel = dict(kernel_shape=(n, h, d), kernel_axes=("heads", "kv", "embed"),
                       bias_axes=("embed",), bias_broadcast=(None, None), dtype=self.dtype,
                       name="out")
-    implementation = attention_implementation(self.implementation, self.dtype)
-    if implementation == "cudnn" and (self.implementation == "cudnn"
-                                      or _cudnn_supported(x.shape, n, h, self.dtype, mask)):
+    use_cudnn = attention_implementation(self.implementation, self.dtype) == "cudnn"
+    if use_cudnn and self.implementation == "auto":  # An explicit 'cudnn' may raise instead.
+      mask_shape = None if mask is None else mask.shape
+      use_cudnn = _cudnn_supported(x.shape, n, h, jnp.dtype(self.dtype), mask_shape)
+    if use_cudnn:
       qkv = _Einsum("bld,dsnh->blsnh", bias_broadcast=(None, None), **qkv_kernel)(x)
       o = jax.nn.dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], mask=mask,
                                        implementation="cudnn")  # [B, L, N, H]
