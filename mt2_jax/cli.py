@@ -9,6 +9,7 @@ import importlib
 import sys
 
 from absl import app
+from absl import flags
 
 # name -> (module, one-line help). Modules define absl flags at import time.
 COMMANDS = {
@@ -40,6 +41,12 @@ def main(argv=None) -> None:
     print(f"mt2: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
     sys.exit(2)
   module = importlib.import_module(COMMANDS[name][0])
+  if any(arg in ("-h", "--help", "-help", "--helpshort") for arg in argv[2:]):
+    # absl's --help lists only __main__'s flags, which here are none.
+    print(f"usage: mt2 {name} [--flags]\n\n{(module.__doc__ or '').strip()}\n")
+    print(flags.FLAGS.module_help(module).strip() or "(no flags)")
+    print("\n(--helpfull lists absl's and JAX's flags too)")
+    sys.exit(0)
   # absl parses the remaining flags; the program name keeps the subcommand so
   # that --help output reads "mt2 train".
   app.run(module.main, argv=[f"mt2 {name}"] + argv[2:])

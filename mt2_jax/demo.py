@@ -35,9 +35,9 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from mt2_jax.embed import define_flag
+from mt2_jax.embed import OUT_HELP, define_flag
 
-define_flag(flags.DEFINE_string, "out", None, "Output folder (default ./mt2_demo).")
+define_flag(flags.DEFINE_string, "out", None, OUT_HELP)
 define_flag(flags.DEFINE_enum, "preset", "default", "CPU-sized run, or the ~1-minute smoke test.",
             enum_values=["default", "smoke"])
 define_flag(flags.DEFINE_bool, "smallest", False, "Same as --preset=smoke.")

@@ -38,6 +38,7 @@ the earlier window.
 
 import os
 import pathlib
+import sys
 from typing import Iterator, Sequence
 
 from absl import app
@@ -56,13 +57,19 @@ def define_flag(define, name, default, help_, *args, **kwargs):
   import order, so an existing flag is reused and ours is overridable. Read
   values by name (`flags.FLAGS.name`).
   """
+  module = sys._getframe(1).f_globals["__name__"]  # The caller: `mt2 CMD --help` lists by module.
   if name not in flags.FLAGS:
-    define(name, default, *args, help=help_, allow_override=True, **kwargs)
+    define(name, default, *args, help=help_, allow_override=True, module_name=module, **kwargs)
+  else:
+    flags.FLAGS.register_flag_by_module(module, flags.FLAGS[name])
 
 
 define_flag(flags.DEFINE_string, "workdir", None, "Training run folder (config.json + checkpoints).")
 define_flag(flags.DEFINE_string, "audio", None, "Folder of audio files (searched recursively).")
-define_flag(flags.DEFINE_string, "out", None, "Output folder: one .npz per audio file.")
+# --out is shared by embed, probe and demo: whichever defines it first sets its help.
+OUT_HELP = ("Output folder. embed: one .npz per audio file; probe: the report (default "
+            "WORKDIR/probe); demo: everything (default ./mt2_demo).")
+define_flag(flags.DEFINE_string, "out", None, OUT_HELP)
 define_flag(flags.DEFINE_integer, "step", None, "Checkpoint step (default: the latest).")
 define_flag(flags.DEFINE_integer, "block_windows", 16, "Windows per block (memory bound, batch size).")
 define_flag(flags.DEFINE_bool, "tokens", False, "Also store the per-frame sequence tokens.")

@@ -58,12 +58,12 @@ from absl import logging
 import numpy as np
 
 from mt2_jax import embed as embed_lib
-from mt2_jax.embed import define_flag
+from mt2_jax.embed import OUT_HELP, define_flag
 
 define_flag(flags.DEFINE_string, "workdir", None, "Training run folder (config.json + checkpoints).")
 define_flag(flags.DEFINE_string, "data", None, "Labelled audio folder (labels.csv beside the audio).")
 define_flag(flags.DEFINE_list, "task", ["key"], "Tasks, comma-separated: key, instrument, pitch.")
-define_flag(flags.DEFINE_string, "out", None, "Report folder (default: WORKDIR/probe).")
+define_flag(flags.DEFINE_string, "out", None, OUT_HELP)
 define_flag(flags.DEFINE_integer, "step", None, "Checkpoint step (default: the latest).")
 define_flag(flags.DEFINE_bool, "untrained", True, "Also probe a randomly initialised model.")
 FLAGS = flags.FLAGS

@@ -47,6 +47,22 @@ def test_mt2_info_prints_json_on_its_last_line():
           "head_ntxent"} <= set(data["outputs"])
 
 
+@pytest.mark.parametrize("command, expected", [
+    ("train", ("--config", "--workdir", "--coordinator_address")),
+    ("demo", ("--out", "--preset")),  # --out is defined by embed, which demo imports.
+    ("embed", ("--workdir", "--audio", "--out", "--block_windows")),
+])
+def test_subcommand_help_lists_its_own_flags(command, expected):
+  mt2 = pathlib.Path(sys.executable).parent / "mt2"
+  base = [str(mt2)] if mt2.exists() else [sys.executable, "-m", "mt2_jax.cli"]
+  result = subprocess.run(base + [command, "--help"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.startswith(f"usage: mt2 {command}")
+  for flag in expected:
+    assert f"  {flag}" in result.stdout or f"  --[no]{flag[2:]}" in result.stdout, (flag, result.stdout)
+
+
 def test_summarize_k3_without_compiling():
   config = _load("mt2_k3").get_config("runlocal")
   data = info.summarize(config, compiled_flops=False)
