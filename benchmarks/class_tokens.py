@@ -76,7 +76,7 @@ def markdown(report: dict) -> str:
       f"Variant {s['variant']}, T = {s['frames']} frames, {s['tracks']} tracks ({3 * s['tracks']} views) "
       f"per step on one device, activations {s['activations']}; median of {s['steps']} steps. "
       "Losses alternate CPSD / NT-Xent over the tokens (K=1: equivariant only; K=2: MT2).", "",
-      "| " + " | ".join(COLUMNS) + " |", "|" + "|".join("--:" for _ in COLUMNS) + "|",
+      *results.table_header(COLUMNS),
   ]
   lines += [format_row(r) for r in report["rows"]]
   return "\n".join(lines)
@@ -85,13 +85,8 @@ def markdown(report: dict) -> str:
 def main(argv=None):
   argv = sys.argv[1:] if argv is None else argv
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--quick", action="store_true")
-  parser.add_argument("--variant", default="")
-  parser.add_argument("--frames", type=int, default=0)
-  parser.add_argument("--tracks", type=int, default=0)
+  results.add_shape_args(parser)
   parser.add_argument("--tokens", default=",".join(map(str, TOKENS)))
-  parser.add_argument("--out", default="")
-  parser.add_argument("--results_md", default=results.DEFAULT_PATH, help="'' to skip")
   args = parser.parse_args(argv)
   print("| " + " | ".join(COLUMNS) + " |")
   report = run(args.quick, args.variant or None, args.frames or None, args.tracks or None,

@@ -92,3 +92,18 @@ def command_line(script: str, argv) -> str:
     elif not a.startswith(("--out=", "--results_md=")):
       args.append(a)
   return " ".join([f"python {script}"] + args)
+
+
+def table_header(columns) -> list[str]:
+  """A markdown table's header and right-aligned separator rows."""
+  return ["| " + " | ".join(columns) + " |", "|" + "|".join("--:" for _ in columns) + "|"]
+
+
+def add_shape_args(parser, tracks_flag: str = "--tracks") -> None:
+  """The arguments every per-shape benchmark script takes (argparse)."""
+  parser.add_argument("--quick", action="store_true", help="smallest size, seconds (tests)")
+  parser.add_argument("--variant", default="")
+  parser.add_argument("--frames", type=int, default=0)
+  parser.add_argument(tracks_flag, type=int, default=0)
+  parser.add_argument("--out", default="", help="JSON file")
+  parser.add_argument("--results_md", default=DEFAULT_PATH, help="'' to skip")

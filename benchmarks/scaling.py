@@ -122,7 +122,7 @@ def markdown(report: dict) -> str:
       f"{s['devices_kind']}. efficiency = views/s on n devices / (n x views/s on 1). "
       + ("Fake CPU devices share the same cores: efficiency ~1/n is expected and shows the cost of "
          "sharding, not a speed-up." if "fake" in s["devices_kind"] else ""), "",
-      "| " + " | ".join(COLUMNS) + " |", "|" + "|".join("--:" for _ in COLUMNS) + "|",
+      *results.table_header(COLUMNS),
   ]
   lines += [format_row(r) for r in report["rows"]]
   return "\n".join(lines)
@@ -131,16 +131,11 @@ def markdown(report: dict) -> str:
 def main(argv=None):
   argv = sys.argv[1:] if argv is None else argv
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--quick", action="store_true")
-  parser.add_argument("--variant", default="")
-  parser.add_argument("--frames", type=int, default=0)
-  parser.add_argument("--tracks_per_device", type=int, default=0)
+  results.add_shape_args(parser, tracks_flag="--tracks_per_device")
   parser.add_argument("--counts", default=",".join(map(str, COUNTS)))
   parser.add_argument("--steps", type=int, default=3)
   parser.add_argument("--warmup", type=int, default=1)
   parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-  parser.add_argument("--out", default="")
-  parser.add_argument("--results_md", default=results.DEFAULT_PATH, help="'' to skip")
   args = parser.parse_args(argv)
   counts = tuple(int(n) for n in args.counts.split(","))
   if args.worker:  # Inside the fake-device subprocess: measure, print JSON.
