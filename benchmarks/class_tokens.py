@@ -66,7 +66,7 @@ def format_row(r) -> str:
            bench_lib._eng(jx["tokens_per_s"]), bench_lib._eng(jx["flops_per_step"]),
            bench_lib._eng(jx["memory"].get("peak_estimate_bytes"), "B"),
            f"{r['step_s_over_k2']:.3f}", bench_lib._fmt(r["flops_over_k2"], ".3f"))
-  return "| " + " | ".join(str(c) for c in cells) + " |"
+  return results.table_row(cells)
 
 
 def markdown(report: dict) -> str:
@@ -88,7 +88,7 @@ def main(argv=None):
   results.add_shape_args(parser)
   parser.add_argument("--tokens", default=",".join(map(str, TOKENS)))
   args = parser.parse_args(argv)
-  print("| " + " | ".join(COLUMNS) + " |")
+  print(results.table_row(COLUMNS))
   report = run(args.quick, args.variant or None, args.frames or None, args.tracks or None,
                tuple(int(k) for k in args.tokens.split(",")),
                command=bench_lib.command_line("benchmarks/class_tokens.py", argv))

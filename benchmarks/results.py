@@ -94,9 +94,14 @@ def command_line(script: str, argv) -> str:
   return " ".join([f"python {script}"] + args)
 
 
-def table_header(columns) -> list[str]:
-  """A markdown table's header and right-aligned separator rows."""
-  return ["| " + " | ".join(columns) + " |", "|" + "|".join("--:" for _ in columns) + "|"]
+def table_row(cells) -> str:
+  """One markdown table row."""
+  return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def table_header(columns, left: int = 0) -> list[str]:
+  """A markdown table's header and separator rows; the first `left` columns left-aligned."""
+  return [table_row(columns), "|" + "|".join(":--" if i < left else "--:" for i in range(len(columns))) + "|"]
 
 
 def add_shape_args(parser, tracks_flag: str = "--tracks") -> None:

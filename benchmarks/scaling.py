@@ -110,7 +110,7 @@ def format_row(r) -> str:
   cells = (r["devices"], jx["tracks"], f"{jx['step_s']:.3f}", f"{jx['views_per_s']:.1f}",
            bench_lib._fmt(r.get("speedup")), bench_lib._fmt(r.get("efficiency")),
            bench_lib._eng(jx["memory"].get("peak_estimate_bytes"), "B"))
-  return "| " + " | ".join(str(c) for c in cells) + " |"
+  return results.table_row(cells)
 
 
 def markdown(report: dict) -> str:
@@ -142,7 +142,7 @@ def main(argv=None):
     rows = measure_counts(args.variant, args.frames, args.tracks_per_device, counts, args.steps, args.warmup)
     print(json.dumps({"rows": rows}))
     return
-  print("| " + " | ".join(COLUMNS) + " |")
+  print(results.table_row(COLUMNS))
   report = run(args.quick, args.variant or None, args.frames or None, args.tracks_per_device or None,
                counts, command=bench_lib.command_line("benchmarks/scaling.py", argv))
   bench_lib.write(report, args.out, args.results_md, SECTION, markdown)

@@ -477,11 +477,11 @@ def format_row(row) -> str:
            _torch_s(row, "eager"), _torch_s(row, "compile"),
            _fmt(row.get("jax_over_torch_eager")), _fmt(row.get("jax_over_torch_compile")),
            _fmt(row.get("pipeline_over_step"), ".1f"))
-  return "| " + " | ".join(str(c) for c in cells) + " |"
+  return results.table_row(cells)
 
 
 def table(rows) -> str:
-  lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join(":--" if i < 1 else "--:" for i in range(len(COLUMNS))) + "|"]
+  lines = results.table_header(COLUMNS, left=1)
   return "\n".join(lines + [format_row(r) for r in rows])
 
 
@@ -558,7 +558,7 @@ def main(argv=None):
   parser.add_argument("--results_md", default=results.DEFAULT_PATH, help="'' to skip")
   args = parser.parse_args(argv)
   split = lambda s, f=str: tuple(f(x) for x in s.split(",") if x)
-  print("| " + " | ".join(COLUMNS) + " |")
+  print(results.table_row(COLUMNS))
   report = run(args.quick, split(args.variants), split(args.frames, int), args.tracks or None,
                args.steps or None, torch_compile=args.torch_compile, torch_=args.torch,
                pipeline=args.pipeline, command=command_line("benchmarks/train_step.py", argv))
