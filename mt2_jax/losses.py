@@ -84,12 +84,13 @@ def nt_xent(z_a, z_b, temperature: float = 0.1, extra_views: Sequence[jax.Array]
   """
   views = [z_a, z_b, *extra_views]
   num_views, batch = len(views), z_a.shape[0]
-  z = jnp.concatenate(views, axis=0).astype(jnp.float32)  # [V*B, p]
+  # [B*V, p], the views of a track side by side: keeps a device's tracks on it.
+  z = jnp.stack(views, axis=1).reshape(batch * num_views, -1).astype(jnp.float32)
   z = z * jax.lax.rsqrt(jnp.maximum(jnp.sum(z * z, axis=-1, keepdims=True), 1e-12))
   cos = z @ z.T  # [N, N]
   n = num_views * batch
   self_mask = jnp.eye(n, dtype=bool)
-  track = jnp.arange(n) % batch
+  track = jnp.arange(n) // num_views
   positive = (track[:, None] == track[None, :]) & ~self_mask
   # A finite "minus infinity" keeps gradients free of inf * 0.
   logits = jnp.where(self_mask, -1e9, cos / temperature)

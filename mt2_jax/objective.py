@@ -66,15 +66,17 @@ def make_loss_fn(config, model: model_lib.MT2) -> Callable[..., tuple[jax.Array,
   def loss_fn(params, batch, rng=None):
     views = [batch[key] for key in VIEWS]
     b = views[0].shape[0]
-    # One forward pass over [A; B; A'] ([3B, bins, T]) rather than three.
-    x = jnp.concatenate(views, axis=0)
+    # One forward pass over the 3 views rather than three, the views of a
+    # track side by side ([B, 3, bins, T] -> [3B, bins, T]): a device's rows
+    # then stay on it, where [A; B; A'] would move rows between devices.
+    x = jnp.stack(views, axis=1).reshape((3 * b,) + views[0].shape[1:])
     rngs = {"dropout": rng} if rng is not None else {}
     out = model.apply({"params": params}, x, train=True, rngs=rngs)
     total = jnp.zeros((), jnp.float32)
     metrics = {}
     for name, cfg in specs.items():
-      head = out[f"head_{name}"]
-      value, aux = LOSSES[cfg.kind](cfg, head[:b], head[b:2 * b], head[2 * b:], batch)
+      head = out[f"head_{name}"].reshape((b, 3) + out[f"head_{name}"].shape[1:])
+      value, aux = LOSSES[cfg.kind](cfg, head[:, 0], head[:, 1], head[:, 2], batch)
       total = total + cfg.get("weight", 1.0) * value
       metrics[name] = value
       metrics.update({_metric_name(name, cfg.kind, k): v for k, v in aux.items()})

@@ -80,6 +80,25 @@ def test_train_step_reduces_loss_with_configured_shardings():
     assert tuple(state.params["backbone"]["patch_embed"]["kernel"].sharding.spec) == expected
 
 
+def test_data_parallel_step_keeps_each_devices_rows_on_it():
+  """The views of a track are batched side by side, so no device sends rows to
+  another: the data-parallel program's only collectives are the gradient
+  all-reduce and NT-Xent's gather of embeddings (and never an all-to-all, which
+  concatenating [A; B; A'] along the sharded batch needs)."""
+  config = runlocal_mt2()
+  config.data.segment_frames = 32
+  mesh = train_step.make_mesh(config)
+  model = model_lib.build_model(config)
+  tx = train_step.make_optimizer(config)
+  state = train_step.abstract_train_state(config, model, tx, mesh)
+  batch = train_step.synthetic_batch(config, mesh)
+  step = train_step.make_train_step(config, model, tx, mesh)
+  with jax.set_mesh(mesh):
+    hlo = step.jitted.lower(state, batch).compile().as_text()
+  assert "all-reduce" in hlo
+  assert "all-to-all" not in hlo and "collective-permute" not in hlo
+
+
 def test_sigterm_then_resume_equals_uninterrupted_run(data_dir, tmp_path, monkeypatch):
   config = small_config(data_dir)
   full = tmp_path / "full"
