@@ -41,6 +41,7 @@ import numpy as np
 
 from mt2_jax import config_defaults
 from mt2_jax import config_validation
+from mt2_jax import host
 from mt2_jax import model as model_lib
 from mt2_jax import train_step as train_step_lib
 
@@ -164,8 +165,20 @@ def _flops(compiled) -> float | None:
   return float(cost["flops"]) if cost and "flops" in cost else None
 
 
+def default_devices(tracks: int) -> list:
+  """The devices one benchmark row runs on: the first accelerator, or the CPU.
+
+  The CPU is every per-core device `host.use_cpu_cores` made (as many as split
+  `tracks` evenly): what `mt2 train` uses on this host.
+  """
+  devices = jax.devices()
+  if not is_cpu(devices[0]):
+    return devices[:1]
+  return devices[:host.cpu_devices_for(tracks, len(devices))]
+
+
 def measure_jax(config, devices=None, steps: int = 3, warmup: int = 1, partner=None) -> dict:
-  """Compiles and times `make_train_step(config)` on `devices` (default: the first one).
+  """Compiles and times `make_train_step(config)` on `devices` (default_devices).
 
   The batch is `config.batch_size` tracks in total, split over the devices.
   Returns step_s (median), step_s_all, compile_s, views/tokens per second,
@@ -177,7 +190,7 @@ def measure_jax(config, devices=None, steps: int = 3, warmup: int = 1, partner=N
   rounds see the same machine state, so their ratio holds still on a machine
   whose speed drifts by 10% over a minute (a shared 2-core VM does).
   """
-  devices = list(devices or jax.devices()[:1])
+  devices = list(devices or default_devices(config.batch_size))
   mesh = train_step_lib.make_mesh(config, devices)
   model = model_lib.build_model(config)
   tx = train_step_lib.make_optimizer(config)
@@ -263,7 +276,6 @@ def _timed(fn) -> float:
 def measure_jax_adaptive(variant, frames, tracks, dtype, num_tokens=2, devices=None, steps=3,
                          warmup=1, partner=None) -> dict:
   """measure_jax, halving the batch on out-of-memory (accelerators) down to 2 tracks/device."""
-  n = len(devices or jax.devices()[:1])
   requested = tracks
   while True:
     try:
@@ -271,7 +283,7 @@ def measure_jax_adaptive(variant, frames, tracks, dtype, num_tokens=2, devices=N
                            warmup, partner)
       break
     except Exception as e:  # noqa: BLE001
-      if not _is_oom(e) or tracks // 2 < 2 * n:
+      if not _is_oom(e) or tracks // 2 < 2 * len(devices or default_devices(tracks // 2)):
         raise
       tracks //= 2
   result["tracks_requested"] = requested
@@ -464,13 +476,13 @@ def _torch_s(row, mode):
   return f"{t['step_s']:.3f}" if "step_s" in t else "n/a"
 
 
-COLUMNS = ("variant", "T", "tracks", "JAX s/step", "views/s", "tokens/s", "FLOP/s", "MFU", "mem",
+COLUMNS = ("variant", "T", "tracks", "devices", "JAX s/step", "views/s", "tokens/s", "FLOP/s", "MFU", "mem",
            "torch eager s", "torch compile s", "JAX/eager", "JAX/compile", "pipeline/step")
 
 
 def format_row(row) -> str:
   jx = row["jax"]
-  cells = (row["variant"], row["frames"], row["tracks"], f"{jx['step_s']:.3f}", f"{jx['views_per_s']:.1f}",
+  cells = (row["variant"], row["frames"], row["tracks"], jx["devices"], f"{jx['step_s']:.3f}", f"{jx['views_per_s']:.1f}",
            _eng(jx["tokens_per_s"]), _eng(jx["achieved_flops_per_s"]),
            _fmt(jx["mfu"] and 100 * jx["mfu"], ".1f") + ("%" if jx["mfu"] else ""),
            _eng(jx["memory"].get("peak_estimate_bytes"), "B"),
@@ -511,7 +523,9 @@ def markdown(report: dict) -> str:
   s = report["settings"]
   lines = preamble(report, "Train step: JAX vs PyTorch (`benchmarks/train_step.py`)")
   lines += [
-      f"One device; activations {s['activations']} (params float32), batch: {s['batch_rule']}; "
+      "One accelerator, or the whole CPU as `mt2 train` uses it: one XLA device per core "
+      "(`host.use_cpu_cores`), data parallel over the batch (devices column). "
+      f"Activations {s['activations']} (params float32), batch: {s['batch_rule']}; "
       f"median of {s['steps']} steps after {s['warmup']} warm-up. A track is 3 views of K + T tokens "
       "(K = 2). FLOP/s from XLA's cost analysis of the compiled step; MFU against the dense bf16 peak "
       "(blank where unknown). mem: the compiled step's memory analysis (arguments + outputs - donated "
@@ -545,6 +559,7 @@ command_line = results.command_line  # Kept here: class_tokens/scaling call benc
 
 def main(argv=None):
   argv = sys.argv[1:] if argv is None else argv
+  host.use_cpu_cores()  # Before JAX starts: the CPU as mt2 train uses it.
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help="smallest size, seconds")
   parser.add_argument("--variants", default="", help="comma-separated, default tiny,small,base")

@@ -106,6 +106,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   sys.path.insert(0, str(ROOT))
+  from mt2_jax import host
+  host.use_cpu_cores()  # Before JAX starts: the CPU as mt2 train uses it.
   results_md = FLAGS.results_md
   if results_md is None:
     results_md = "" if FLAGS.quick else "benchmarks/RESULTS.md"

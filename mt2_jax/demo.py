@@ -35,6 +35,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from mt2_jax import host
 from mt2_jax.embed import OUT_HELP, define_flag
 
 define_flag(flags.DEFINE_string, "out", None, OUT_HELP)
@@ -253,6 +254,8 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from mt2_jax import probe
   preset = "smoke" if FLAGS.smallest else FLAGS.preset
+  if preset in PRESETS:  # Else run_demo names the presets.
+    host.use_cpu_cores(PRESETS[preset].batch_size)
   out = FLAGS.out or "mt2_demo"
   done = run_demo(out, preset)
   print()

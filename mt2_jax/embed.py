@@ -94,7 +94,11 @@ def window_starts(num_frames: int, window: int) -> np.ndarray:
 
 
 class Embedder:
-  """A model and its parameters, ready to embed audio on the default device."""
+  """A model and its parameters, ready to embed audio on this host's devices.
+
+  Each block of windows is split over all local devices (several GPUs, or the
+  per-core CPU devices of `host.use_cpu_cores`), parameters replicated.
+  """
 
   def __init__(self, config, params, step: int | None = None, block_windows: int = 16,
                margin_frames: int = 32, dtype: str | None = None):
@@ -118,8 +122,9 @@ class Embedder:
     self.class_tokens = tuple(config.model.class_tokens)
     self.cpsd_heads = tuple(sorted(n for n, l in config.losses.items() if l.kind == "cpsd"))
     self.model = model_lib.build_model(config)
-    self.device = jax.devices()[0]
-    self.params = jax.device_put(params, self.device)
+    mesh = jax.sharding.Mesh(np.array(jax.local_devices()), ("data",))
+    self._rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    self.params = jax.device_put(params, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
     self.width = model_lib.model_dims(config)["width"]
 
     def apply(params, x):
@@ -170,16 +175,20 @@ class Embedder:
   def apply_windows(self, specs: np.ndarray) -> dict[str, np.ndarray]:
     """Model on CQT windows: [n, crop_bins, T] -> dict of per-window arrays.
 
-    The batch is padded to a power of two (at most block_windows) so that only
-    a handful of shapes are ever compiled.
+    The batch is padded to a power of two (at most block_windows), then to a
+    multiple of the device count, so that only a handful of shapes are ever
+    compiled.
     """
+    import jax
     n = specs.shape[0]
     size = 1
     while size < n:
       size *= 2
+    devices = self._rows.mesh.size
+    size = -(-size // devices) * devices
     if size > n:
       specs = np.concatenate([specs, np.zeros((size - n,) + specs.shape[1:], specs.dtype)])
-    out = self._apply(self.params, specs)
+    out = self._apply(self.params, jax.device_put(specs, self._rows))
     return {k: np.asarray(v[:n]) for k, v in out.items()}
 
   def cqt_blocks(self, x: np.ndarray, scale: float = 1.0) -> Iterator[tuple[np.ndarray, np.ndarray]]:

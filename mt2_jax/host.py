@@ -1,21 +1,33 @@
-"""Host-side runtime settings that make XLA:CPU steps fast; applied on `import mt2_jax`.
+"""Host-side runtime settings that make XLA:CPU train steps fast.
 
-glibc's malloc serves every allocation above 32 MiB with a fresh mmap and
-returns it on free, and each worker thread gets its own arena whose heaps it
-shrinks eagerly. XLA:CPU allocates a train step's temporaries (gigabytes at
-the paper's shape) on every call, so each step touched all of that memory
-anew: ~60k page faults and ~0.1 s of kernel time per tiny block, a quarter of
-the step (RESULTS.md, "host memory"). `tune_malloc` keeps freed memory in one
-arena for reuse instead: no mmap for large blocks, no trimming, one arena.
-The process keeps its peak heap for its lifetime, which is what a training or
-benchmark process wants. Set MT2_MALLOC_TUNING=0 to leave malloc alone.
+Memory (`tune_malloc`, run on `import mt2_jax`). glibc's malloc serves every
+allocation above 32 MiB with a fresh mmap and returns it on free, and each
+worker thread gets its own arena whose heaps it shrinks eagerly. XLA:CPU
+allocates a train step's temporaries (gigabytes at the paper's shape) on every
+call, so each step touched all of that memory anew: ~60k page faults and
+~0.1 s of kernel time per tiny block, a quarter of the step (RESULTS.md, "host
+memory"). `tune_malloc` keeps freed memory in one arena for reuse instead: no
+mmap for large blocks, no trimming, one arena. The process keeps its peak heap
+for its lifetime, which is what a training or benchmark process wants. Set
+MT2_MALLOC_TUNING=0 to leave malloc alone. It must run before JAX starts its
+thread pools (threads keep the arena they first used), hence from the
+package's __init__.
 
-It must run before JAX starts its thread pools (threads keep the arena they
-first used), hence from the package's __init__.
+Cores (`use_cpu_cores`, called by `mt2 train`, `mt2 demo` and `mt2 bench`
+before JAX starts). XLA:CPU runs a batched matmul (attention's B*N products of
+[L x H] by [H x L]) one batch element after another, each split over the
+cores, which such small matrices do badly (~50 GFLOP/s per core against ~90 for
+the dense layers), and steps through the rest of the program with idle cores
+between its kernels. One XLA device per core, with the train step
+data-parallel over them (the program JAX runs on 8 GPUs), runs one copy of the
+program per core side by side: the tiny/173 step is ~10% faster on 2 cores, the
+demo's model ~25% (benchmarks/RESULTS.md). MT2_CPU_DEVICES=0 turns it off.
 """
 
 import ctypes
 import ctypes.util
+import importlib.util
+import logging
 import os
 import sys
 
@@ -45,3 +57,57 @@ def tune_malloc() -> bool:
   settings = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1), (_M_ARENA_MAX, 1))
   _applied = all(mallopt(param, value) == 1 for param, value in settings)
   return _applied
+
+
+# Packages whose presence means JAX will train on an accelerator, not the CPU.
+_ACCELERATOR_PLUGINS = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin",
+                        "jax_rocm7_plugin", "libtpu")
+
+
+def cpu_cores() -> int:
+  """Cores this process may run on (its affinity mask, as taskset/cgroups set it)."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:  # Not Linux.
+    return os.cpu_count() or 1
+
+
+def cpu_devices_for(batch_size: int, cores: int | None = None) -> int:
+  """The most CPU devices, at most one per core, that split `batch_size` evenly."""
+  cores = cpu_cores() if cores is None else cores
+  return max(n for n in range(1, max(1, min(cores, batch_size)) + 1) if batch_size % n == 0)
+
+
+def use_cpu_cores(batch_size: int | None = None) -> int | None:
+  """On a CPU-only host, one XLA CPU device per core.
+
+  Sets `jax_num_cpu_devices` to `cpu_devices_for(batch_size)` (one per core
+  when batch_size is None: the caller picks its batches). Must run before JAX
+  initialises its backends (the first `jax.devices()` or computation).
+  Returns the device count set, or None where it leaves JAX alone: when
+  MT2_CPU_DEVICES=0, when XLA_FLAGS or JAX_NUM_CPU_DEVICES already choose a
+  device count, when JAX_PLATFORMS or an installed plugin says an accelerator
+  will be used, when only one device would result, or when JAX has started.
+  MT2_CPU_DEVICES=N asks for N devices instead of one per core.
+  """
+  wanted = os.environ.get("MT2_CPU_DEVICES", "")
+  if wanted and not wanted.isdigit():
+    raise ValueError(f"MT2_CPU_DEVICES must be a number of devices (0: off), got {wanted!r}")
+  platforms = os.environ.get("JAX_PLATFORMS", "")
+  if (wanted == "0" or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
+      or os.environ.get("JAX_NUM_CPU_DEVICES")
+      or (platforms and platforms != "cpu")
+      or (not platforms and any(importlib.util.find_spec(p) for p in _ACCELERATOR_PLUGINS))):
+    return None
+  cores = int(wanted) if wanted else cpu_cores()
+  n = cores if batch_size is None else cpu_devices_for(batch_size, cores)
+  if n < 2:
+    return None
+  import jax  # pylint: disable=g-import-not-at-top
+  try:
+    jax.config.update("jax_num_cpu_devices", n)
+  except RuntimeError:  # JAX has started: too late to change devices.
+    logging.info("JAX already initialised; not splitting the CPU into %d devices", n)
+    return None
+  logging.info("CPU: %d XLA devices, one per core, data parallel over the batch", n)
+  return n

@@ -1,5 +1,6 @@
-"""host.tune_malloc: a freed large block is reused instead of being faulted in again."""
+"""host: tuned malloc reuses freed large blocks; use_cpu_cores splits the CPU into per-core devices."""
 
+import json
 import os
 import subprocess
 import sys
@@ -43,3 +44,47 @@ def test_tuned_malloc_reuses_large_blocks():
   pages = (64 << 20) // 4096
   assert untuned > pages // 2, untuned  # The default: every page faulted in again.
   assert tuned < pages // 20, tuned
+
+
+@pytest.mark.parametrize("batch, cores, expected", [(16, 2, 2), (6, 4, 3), (7, 4, 1), (2, 16, 2), (0, 4, 1)])
+def test_cpu_devices_split_the_batch_evenly(batch, cores, expected):
+  from mt2_jax import host
+  assert host.cpu_devices_for(batch, cores) == expected
+
+
+# Calls use_cpu_cores in a fresh process, then reports what JAX ended up with.
+_CORES = r"""
+import json, sys
+from mt2_jax import host
+import jax
+if sys.argv[2] == "started":
+  jax.devices()
+n = host.use_cpu_cores(int(sys.argv[1]))
+print(json.dumps({"set": n, "devices": jax.device_count()}))
+"""
+
+
+def _use_cpu_cores(batch, when="fresh", **env):
+  base = {k: v for k, v in os.environ.items()
+          if k not in ("XLA_FLAGS", "JAX_PLATFORMS", "MT2_CPU_DEVICES", "JAX_NUM_CPU_DEVICES")}
+  out = subprocess.run([sys.executable, "-c", _CORES, str(batch), when], env={**base, **env},
+                       capture_output=True, text=True, check=True).stdout
+  return json.loads(out.splitlines()[-1])
+
+
+def test_use_cpu_cores_makes_one_device_per_core_that_splits_the_batch():
+  got = _use_cpu_cores(16, MT2_CPU_DEVICES="3")  # 3 cores; 16 tracks split over 2.
+  assert (got["set"], got["devices"]) == (2, 2)
+  got = _use_cpu_cores(12, MT2_CPU_DEVICES="3")
+  assert (got["set"], got["devices"]) == (3, 3)
+
+
+@pytest.mark.parametrize("env, when", [
+    ({"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}, "fresh"),  # The user's choice.
+    ({"MT2_CPU_DEVICES": "0"}, "fresh"),
+    ({"MT2_CPU_DEVICES": "4"}, "started"),  # Too late: JAX is running.
+])
+def test_use_cpu_cores_leaves_an_explicit_or_started_jax_alone(env, when):
+  got = _use_cpu_cores(16, when, **env)
+  assert got["set"] is None
+  assert got["devices"] == (4 if "XLA_FLAGS" in env else 1)

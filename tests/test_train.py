@@ -185,7 +185,8 @@ def test_bad_configs_fail_before_compiling(data_dir, tmp_path, monkeypatch, over
 
 
 def test_two_processes_give_the_losses_of_one(data_dir, tmp_path):
-  """2 processes x 4 CPU devices, joined by jax.distributed on localhost == 1 x 8."""
+  """2 processes x 4 CPU devices, joined by jax.distributed on localhost == 1 x 8
+  == `mt2 train` splitting an 8-core CPU into its own per-core devices."""
   import socket
   import subprocess
   import sys
@@ -197,6 +198,10 @@ def test_two_processes_give_the_losses_of_one(data_dir, tmp_path):
   one = subprocess.run(mt2 + [f"--workdir={tmp_path / 'one'}"] + overrides, cwd=root, capture_output=True,
                        text=True, env={**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
   assert one.returncode == 0, one.stderr[-3000:]
+  cores = subprocess.run(mt2 + [f"--workdir={tmp_path / 'cores'}"] + overrides, cwd=root,
+                         capture_output=True, text=True, env={**env, "MT2_CPU_DEVICES": "8"})
+  assert cores.returncode == 0, cores.stderr[-3000:]
+  assert json.loads(cores.stdout.splitlines()[-1])["devices"] == 8
   with socket.socket() as s:
     s.bind(("localhost", 0))
     port = s.getsockname()[1]
@@ -211,3 +216,4 @@ def test_two_processes_give_the_losses_of_one(data_dir, tmp_path):
   losses = lambda w: [(r["step"], r["loss"], r["cpsd"], r["ntxent"]) for r in read_metrics(tmp_path / w)]
   assert [s for s, *_ in losses("two")] == [2, 4, 6]
   np.testing.assert_allclose(np.array(losses("two")), np.array(losses("one")), rtol=1e-5)
+  np.testing.assert_allclose(np.array(losses("cores")), np.array(losses("one")), rtol=1e-5)
