@@ -165,16 +165,17 @@ def _flops(compiled) -> float | None:
   return float(cost["flops"]) if cost and "flops" in cost else None
 
 
-def default_devices(tracks: int) -> list:
+def default_devices(config) -> list:
   """The devices one benchmark row runs on: the first accelerator, or the CPU.
 
-  The CPU is every per-core device `host.use_cpu_cores` made (as many as split
-  `tracks` evenly): what `mt2 train` uses on this host.
+  The CPU is as many of the per-core devices `host.use_cpu_cores` made as
+  `mt2 train` would use for this config (`host.cpu_devices_for`).
   """
   devices = jax.devices()
   if not is_cpu(devices[0]):
     return devices[:1]
-  return devices[:host.cpu_devices_for(tracks, len(devices))]
+  n = host.cpu_devices_for(config.batch_size, len(devices), train_step_lib.tokens_per_track(config))
+  return devices[:n]
 
 
 def measure_jax(config, devices=None, steps: int = 3, warmup: int = 1, partner=None) -> dict:
@@ -190,7 +191,7 @@ def measure_jax(config, devices=None, steps: int = 3, warmup: int = 1, partner=N
   rounds see the same machine state, so their ratio holds still on a machine
   whose speed drifts by 10% over a minute (a shared 2-core VM does).
   """
-  devices = list(devices or default_devices(config.batch_size))
+  devices = list(devices or default_devices(config))
   mesh = train_step_lib.make_mesh(config, devices)
   model = model_lib.build_model(config)
   tx = train_step_lib.make_optimizer(config)
@@ -276,6 +277,7 @@ def _timed(fn) -> float:
 def measure_jax_adaptive(variant, frames, tracks, dtype, num_tokens=2, devices=None, steps=3,
                          warmup=1, partner=None) -> dict:
   """measure_jax, halving the batch on out-of-memory (accelerators) down to 2 tracks/device."""
+  n = len(devices) if devices else 1  # Out of memory happens on an accelerator: one device.
   requested = tracks
   while True:
     try:
@@ -283,7 +285,7 @@ def measure_jax_adaptive(variant, frames, tracks, dtype, num_tokens=2, devices=N
                            warmup, partner)
       break
     except Exception as e:  # noqa: BLE001
-      if not _is_oom(e) or tracks // 2 < 2 * len(devices or default_devices(tracks // 2)):
+      if not _is_oom(e) or tracks // 2 < 2 * n:
         raise
       tracks //= 2
   result["tracks_requested"] = requested
@@ -476,14 +478,14 @@ def _torch_s(row, mode):
   return f"{t['step_s']:.3f}" if "step_s" in t else "n/a"
 
 
-COLUMNS = ("variant", "T", "tracks", "devices", "JAX s/step", "views/s", "tokens/s", "FLOP/s", "MFU", "mem",
-           "torch eager s", "torch compile s", "JAX/eager", "JAX/compile", "pipeline/step")
+COLUMNS = ("variant", "T", "tracks", "devices", "JAX s/step", "views/s", "tokens/s", "FLOP/s", "MFU",
+           "mem", "torch eager s", "torch compile s", "JAX/eager", "JAX/compile", "pipeline/step")
 
 
 def format_row(row) -> str:
   jx = row["jax"]
-  cells = (row["variant"], row["frames"], row["tracks"], jx["devices"], f"{jx['step_s']:.3f}", f"{jx['views_per_s']:.1f}",
-           _eng(jx["tokens_per_s"]), _eng(jx["achieved_flops_per_s"]),
+  cells = (row["variant"], row["frames"], row["tracks"], jx["devices"], f"{jx['step_s']:.3f}",
+           f"{jx['views_per_s']:.1f}", _eng(jx["tokens_per_s"]), _eng(jx["achieved_flops_per_s"]),
            _fmt(jx["mfu"] and 100 * jx["mfu"], ".1f") + ("%" if jx["mfu"] else ""),
            _eng(jx["memory"].get("peak_estimate_bytes"), "B"),
            _torch_s(row, "eager"), _torch_s(row, "compile"),

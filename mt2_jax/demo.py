@@ -255,7 +255,9 @@ def main(argv: Sequence[str]) -> None:
   from mt2_jax import probe
   preset = "smoke" if FLAGS.smallest else FLAGS.preset
   if preset in PRESETS:  # Else run_demo names the presets.
-    host.use_cpu_cores(PRESETS[preset].batch_size)
+    from mt2_jax import train_step
+    config = run_config("mt2", PRESETS[preset], "")
+    host.use_cpu_cores(config.batch_size, train_step.tokens_per_track(config))
   out = FLAGS.out or "mt2_demo"
   done = run_demo(out, preset)
   print()

@@ -212,10 +212,10 @@ def main(argv):
     raise app.UsageError("usage: mt2 train --config=configs/mt2.py[:ARGS] --workdir=DIR")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
-  from mt2_jax import host
-  processes = _NPROC.value or int(os.environ.get("SLURM_NTASKS", "1"))
-  if flags.FLAGS.config.batch_size % processes == 0:  # Else check_runnable says why.
-    host.use_cpu_cores(flags.FLAGS.config.batch_size // processes)
+  from mt2_jax import host, train_step
+  config, processes = flags.FLAGS.config, _NPROC.value or int(os.environ.get("SLURM_NTASKS", "1"))
+  if config.batch_size % processes == 0:  # Else check_runnable says why.
+    host.use_cpu_cores(config.batch_size // processes, train_step.tokens_per_track(config))
   init_distributed(_COORD.value, _NPROC.value, _PID.value)
   try:
     final = train(flags.FLAGS.config, _WORKDIR.value, progress=_PROGRESS.value)

@@ -34,6 +34,11 @@ class TrainState(struct.PyTreeNode):
   rng: jax.Array       # uint32[2] raw key: the model's rng is fold_in(rng, step)
 
 
+def tokens_per_track(config) -> int:
+  """Tokens a track puts through the model in a step: 3 views of K + T."""
+  return 3 * (len(config.model.class_tokens) + config.data.segment_frames)
+
+
 def make_mesh(config, devices=None) -> Mesh:
   """A ('data', 'fsdp') mesh over all devices; `config.mesh.data=-1` takes the rest."""
   devices = list(jax.devices() if devices is None else devices)

@@ -46,10 +46,15 @@ def test_tuned_malloc_reuses_large_blocks():
   assert tuned < pages // 20, tuned
 
 
-@pytest.mark.parametrize("batch, cores, expected", [(16, 2, 2), (6, 4, 3), (7, 4, 1), (2, 16, 2), (0, 4, 1)])
-def test_cpu_devices_split_the_batch_evenly(batch, cores, expected):
+@pytest.mark.parametrize("batch, cores, tokens, expected", [
+    (16, 2, None, 2), (6, 4, None, 3), (7, 4, None, 1), (2, 16, None, 2), (0, 4, None, 1),
+    (16, 2, 525, 2),  # tiny/173: 8 tracks of 525 tokens a device.
+    (2, 2, 525, 1),   # base/173 at 2 tracks: 525 tokens a device would be too few.
+    (8, 8, 1100, 4),  # 2 tracks a device (2200 tokens) suffice, 1 does not.
+])
+def test_cpu_devices_split_the_batch_evenly_with_enough_tokens_each(batch, cores, tokens, expected):
   from mt2_jax import host
-  assert host.cpu_devices_for(batch, cores) == expected
+  assert host.cpu_devices_for(batch, cores, tokens) == expected
 
 
 # Calls use_cpu_cores in a fresh process, then reports what JAX ended up with.
