@@ -100,7 +100,8 @@ def use_cpu_cores(batch_size: int | None = None, tokens_per_track: int | None = 
   MT2_CPU_DEVICES=0, when XLA_FLAGS or JAX_NUM_CPU_DEVICES already choose a
   device count, when JAX_PLATFORMS or an installed plugin says an accelerator
   will be used, when only one device would result, or when JAX has started.
-  MT2_CPU_DEVICES=N asks for N devices instead of one per core.
+  MT2_CPU_DEVICES=N asks for N devices (or the most below N that split the
+  batch) whatever their share of tokens.
   """
   wanted = os.environ.get("MT2_CPU_DEVICES", "")
   if wanted and not wanted.isdigit():
@@ -111,8 +112,12 @@ def use_cpu_cores(batch_size: int | None = None, tokens_per_track: int | None = 
       or (platforms and platforms != "cpu")
       or (not platforms and any(importlib.util.find_spec(p) for p in _ACCELERATOR_PLUGINS))):
     return None
-  cores = int(wanted) if wanted else cpu_cores()
-  n = cores if batch_size is None else cpu_devices_for(batch_size, cores, tokens_per_track)
+  if batch_size is None:
+    n = int(wanted or cpu_cores())
+  elif wanted:  # The user's count, as far as it splits the batch.
+    n = cpu_devices_for(batch_size, int(wanted))
+  else:
+    n = cpu_devices_for(batch_size, cpu_cores(), tokens_per_track)
   if n < 2:
     return None
   import jax  # pylint: disable=g-import-not-at-top

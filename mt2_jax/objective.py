@@ -75,7 +75,8 @@ def make_loss_fn(config, model: model_lib.MT2) -> Callable[..., tuple[jax.Array,
     total = jnp.zeros((), jnp.float32)
     metrics = {}
     for name, cfg in specs.items():
-      head = out[f"head_{name}"].reshape((b, 3) + out[f"head_{name}"].shape[1:])
+      head = out[f"head_{name}"]
+      head = head.reshape((b, 3) + head.shape[1:])
       value, aux = LOSSES[cfg.kind](cfg, head[:, 0], head[:, 1], head[:, 2], batch)
       total = total + cfg.get("weight", 1.0) * value
       metrics[name] = value
