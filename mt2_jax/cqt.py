@@ -72,6 +72,20 @@ def log_compress(magnitude: np.ndarray, top_db: float = 80.0) -> np.ndarray:
   return (db / top_db + 1.0).astype(np.float32)
 
 
+def warm_numba_cache(cfg: CQTConfig = CQTConfig()) -> None:
+  """Runs one small CQT here before this process starts workers that run CQTs.
+
+  librosa's submodules load lazily, and numba compiles their gufuncs as they
+  load, caching them next to librosa (or in NUMBA_CACHE_DIR). Workers that do
+  that first at the same time can write a gufunc's two cache files from
+  different compilations, after which the gufunc segfaults in every later
+  process of that environment (numba#10128; a fresh install's first
+  `mt2 prepare --num_workers 2` did it one time in three here). Loading them
+  once in the parent writes a whole cache that the workers then only read.
+  """
+  log_cqt(np.zeros(cfg.hop_length * 8, np.float32), cfg)
+
+
 def log_cqt(waveform: np.ndarray, cfg: CQTConfig = CQTConfig()) -> np.ndarray:
   """Waveform at `cfg.sample_rate` -> log-compressed CQT [n_bins, T] float32."""
   return log_compress(cqt_magnitude(waveform, cfg), cfg.top_db)

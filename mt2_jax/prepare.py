@@ -27,7 +27,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from mt2_jax import audio, dataset
-from mt2_jax.cqt import CQTConfig, log_cqt
+from mt2_jax.cqt import CQTConfig, log_cqt, warm_numba_cache
 
 _AUDIO = flags.DEFINE_string("audio", None, "Folder of audio files (searched recursively).")
 _OUT = flags.DEFINE_string("out", None, "Output dataset folder.")
@@ -208,6 +208,7 @@ def prepare(audio_dir, out_dir, cqt: CQTConfig = CQTConfig(), num_workers: int =
     pool = None
     if num_workers > 1:
       # spawn: librosa/numba/soxr threads do not survive fork reliably.
+      warm_numba_cache(cqt)
       pool = multiprocessing.get_context("spawn").Pool(num_workers)
       results = pool.imap(process_file, jobs, chunksize=1)
     else:

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -192,3 +193,24 @@ def test_prepare_benchmark_writes_its_fields(tmp_path):
   (row,) = json.loads(out.read_text())
   assert row["workers"] == 1 and row["files"] == 1 and row["audio_seconds"] == pytest.approx(30, abs=1)
   assert row["audio_s_per_cpu_s"] > 0 and row["cpu_seconds"] > 0
+
+
+def test_workers_on_a_fresh_numba_cache_leave_librosa_usable(tmp_path):
+  """Two spawned workers loading librosa's gufuncs for the first time at once
+  wrote mismatched numba cache files (numba#10128), after which those gufuncs
+  segfaulted in every later process (a third to half of the runs here). A
+  private NUMBA_CACHE_DIR stands in for a fresh install."""
+  d = tmp_path / "audio"
+  d.mkdir()
+  for i in range(4):
+    sf.write(d / f"s{i}.wav", sine(220 * (i + 1), 1.0), 22050)
+  env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+  mt2 = pathlib.Path(sys.executable).parent / "mt2"
+  r = subprocess.run([str(mt2), "prepare", "--audio", str(d), "--out", str(tmp_path / "o"),
+                      "--num_workers", "2"], capture_output=True, text=True, env=env)
+  assert r.returncode == 0, r.stderr[-2000:]
+  # chroma_cqt estimates the tuning: librosa's parabolic-interpolation gufunc.
+  use = ("import librosa, numpy as np; "
+         "librosa.feature.chroma_cqt(y=np.sin(np.arange(22050) / 7).astype('float32'), sr=22050)")
+  r = subprocess.run([sys.executable, "-c", use], capture_output=True, text=True, env=env)
+  assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
