@@ -15,6 +15,8 @@ import sys
 
 import jax
 
+from mt2_jax import host
+
 try:
   from benchmarks import results
   from benchmarks import train_step as bench_lib
@@ -88,7 +90,7 @@ def main(argv=None):
   results.add_shape_args(parser)
   parser.add_argument("--tokens", default=",".join(map(str, TOKENS)))
   args = parser.parse_args(argv)
-  bench_lib.host.use_cpu_cores()  # Before JAX starts: the CPU as mt2 train uses it.
+  host.use_cpu_cores()  # Before JAX starts: the CPU as mt2 train uses it.
   print(results.table_row(COLUMNS))
   report = run(args.quick, args.variant or None, args.frames or None, args.tracks or None,
                tuple(int(k) for k in args.tokens.split(",")),
