@@ -108,6 +108,24 @@ def check_model(config) -> None:
                                or jax.default_backend() != "gpu"):
     _fail("model.attention", f"'cudnn' needs a GPU and model.dtype bfloat16 or float16 (have "
           f"{jax.default_backend()}, {model.dtype}); use 'auto'")
+  patch_embed = model.get("patch_embed", "dense")
+  if patch_embed not in model_lib.PATCH_EMBEDS:
+    _fail("model.patch_embed", f"unknown {patch_embed!r}; known: {model_lib.PATCH_EMBEDS}")
+  if model.get("pitch_channels") is not None:
+    _positive_int(config, "model.pitch_channels")
+  pitch_c = model_lib.pitch_embed_channels(patch_embed, dims["width"], model.get("pitch_channels"))
+  if pitch_c and config.data.crop_bins % 12:
+    _fail("model.patch_embed", f"{patch_embed!r} folds octaves of 12 bins; data.crop_bins "
+          f"{config.data.crop_bins} is not a multiple of 12")
+  if pitch_c < 1 and patch_embed != "dense":
+    _fail("model.width", f"{dims['width']} is too narrow for patch_embed {patch_embed!r} "
+          "(needs 12 channels per pitch-class channel)")
+  if patch_embed == "pitch" and 12 * pitch_c != dims["width"]:
+    _fail("model.pitch_channels", f"'pitch' needs 12 x pitch_channels == width ({dims['width']}), "
+          f"got 12 x {pitch_c}")
+  if 12 * pitch_c > dims["width"]:
+    _fail("model.pitch_channels", f"12 x {pitch_c} exceeds the width {dims['width']}")
+  _number(config, "model.layerscale", low=0)
   tokens = model.class_tokens
   if isinstance(tokens, str) or not tokens:
     _fail("model.class_tokens", f"must be a non-empty tuple of names, got {tokens!r}")
@@ -135,6 +153,15 @@ def check_losses(config) -> None:
     _number(config, f"{key}.weight", low=0)
     if loss.kind == "cpsd":
       _number(config, f"{key}.omega", low=0, high=1, low_open=True, high_open=True)
+      if "spread_weight" in loss:
+        _number(config, f"{key}.spread_weight", low=0)
+        _number(config, f"{key}.spread_target", low=0, low_open=True)
+      head = loss.get("head", "dense")
+      if head not in model_lib.EQUIVARIANT_HEADS:
+        _fail(f"{key}.head", f"unknown {head!r}; known: {model_lib.EQUIVARIANT_HEADS}")
+      if head == "shared" and config.model.get("patch_embed", "dense") == "dense":
+        _fail(f"{key}.head", "'shared' reads the pitch-structured part of the token: set "
+              "model.patch_embed to 'pitch' or 'hybrid'")
       if config.cqt.bins_per_octave != 12:
         _fail("cqt.bins_per_octave", "cpsd needs semitone bins (12 per octave): shifts are pitch classes")
       if config.data.max_offset < 12:
@@ -184,3 +211,22 @@ def check_mesh(config) -> None:
     width = model_lib.model_dims(config)["width"]
     if width % fsdp:
       _fail("mesh.fsdp", f"the embedding width {width} is not divisible by {fsdp}")
+
+
+@register
+def check_eval(config) -> None:
+  """config.eval (the periodic zero-shot eval); its data is checked by `mt2 train`."""
+  from mt2_jax import dataset
+  if "eval" not in config:
+    return  # A config from before the eval section: no eval.
+  data_dir = _get(config, "eval.data_dir")
+  if not isinstance(data_dir, str):
+    _fail("eval.data_dir", f"must be a prepared dataset's folder or '' (off), got {data_dir!r}")
+  every = _get(config, "eval.every")
+  if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+    _fail("eval.every", f"must be an integer >= 0 (0: off), got {every!r}")
+  _positive_int(config, "eval.max_windows")
+  if _get(config, "eval.split") not in dataset.SPLITS:
+    _fail("eval.split", f"must be one of {dataset.SPLITS}, got {config.eval.split!r}")
+  if data_dir and every and not any(l.kind == "cpsd" for l in config.losses.values()):
+    _fail("eval.data_dir", "the zero-shot eval reads the head of a cpsd loss; config.losses has none")

@@ -7,19 +7,24 @@ Stages, each skipped when a previous run finished it:
   1. corpus    Bach chorales and single notes rendered to labelled audio
                (mt2_jax.corpus) in OUT/corpus.
   2. prepare   the CQT dataset of the *training split's* chorales only
-               (OUT/data), so that no model has heard the audio it is probed on.
+               (OUT/data), so that no model has heard the audio it is probed
+               on, and of the validation split's (OUT/data_val, labelled).
   3. train     MT2 and the two single-token baselines (configs/mt2.py,
                contrastive_only.py, equivariant_only.py at `runlocal` plus the
                preset's steps and batch) in OUT/runs/<name>; a run whose
                checkpoint at total_steps exists is not trained again, a
-               partial one resumes.
-  4. probe     linear probes of every feature of every run on key (chorales)
-               and instrument (single notes), the untrained-MT2 reference,
-               the zero-shot key-signature readout of the equivariant head and
-               the Krumhansl-Kessler chroma template for key (mt2_jax.probe);
+               partial one resumes. Runs with an equivariant head log its
+               zero-shot key-signature accuracy on OUT/data_val 6 times.
+  4. probe     linear probes of every feature of every run on key (chorales),
+               instrument (single notes) and chorale_instrument (whole
+               chorales), the untrained-MT2 and MFCC-stats references, the
+               zero-shot key-signature readout of the equivariant head and
+               the Krumhansl-Kessler chroma template for key (mt2_jax.probe),
+               each score with a 95% bootstrap interval over test tracks;
                features are cached in each run's probe_cache/.
-Outputs: OUT/results.md and results.json (the table printed at the end),
-OUT/probe.png (bar chart), OUT/losses.png (training curves from each run's
+Outputs: OUT/results.md and results.json (the table printed at the end, with
+the paper's findings checked below it: probe.findings), OUT/probe.png (bar
+chart), OUT/losses.png (training curves from each run's
 metrics.jsonl), OUT/timings.json (wall time per stage).
 """
 
@@ -45,7 +50,7 @@ define_flag(flags.DEFINE_bool, "smallest", False, "Same as --preset=smoke.")
 FLAGS = flags.FLAGS
 
 RUNS = ("mt2", "contrastive_only", "equivariant_only")
-TASKS = ("key", "instrument")
+TASKS = ("key", "instrument", "chorale_instrument")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,12 +63,21 @@ class Preset:
   warmup_steps: int = 50
   lr: float = 1e-3
   workers: int = 2  # corpus and prepare processes (spawned: ~2 s each to start)
+  evals: int = 6  # Zero-shot evals on the validation chorales while training (0: none).
+
+  @property
+  def eval_every(self) -> int:
+    """Steps between zero-shot evals; 0 (none) when the run is shorter than `evals`
+    steps (the smoke test: 4 steps, and 2 validation chorales to score)."""
+    return self.steps // self.evals if self.evals else 0
 
 
 PRESETS = {
-    # About 17 minutes of audio for pretraining (90 train chorales x 2 x 20 s).
+    # 260 pieces: 26 test pieces x 2 renditions = 52 test chorales, so that one
+    # track moves a score by under 0.02; about 70 minutes of audio (208 train
+    # chorales x 2 x 20 s) for pretraining.
     "default": Preset(
-        corpus=dict(num_pieces=110, variants_per_piece=2, max_seconds=20.0,
+        corpus=dict(num_pieces=260, variants_per_piece=2, max_seconds=20.0,
                     note_range=(36, 84), note_seconds=2.0),
         steps=1200, batch_size=16),
     "smoke": Preset(
@@ -77,8 +91,13 @@ def _config_file(name: str) -> pathlib.Path:
   return pathlib.Path(__file__).resolve().parent.parent / "configs" / f"{name}.py"
 
 
-def run_config(name: str, preset: Preset, data_dir):
-  """configs/<name>.py:<preset.config_arg> plus the preset's steps and batch."""
+def run_config(name: str, preset: Preset, data_dir, eval_dir=None):
+  """configs/<name>.py:<preset.config_arg> plus the preset's steps and batch.
+
+  eval_dir: a prepared dataset of validation chorales; runs with an
+  equivariant head then log its zero-shot key-signature accuracy on it every
+  `preset.eval_every` steps (config.eval).
+  """
   path = _config_file(name)
   if path.exists():
     spec = importlib.util.spec_from_file_location(f"mt2_demo_config_{name}", path)
@@ -102,6 +121,9 @@ def run_config(name: str, preset: Preset, data_dir):
   config.log_every = max(1, min(config.log_every, preset.steps // 40 or 1))
   config.optim.warmup_steps = min(preset.warmup_steps, max(preset.steps - 1, 0))
   config.optim.lr = preset.lr
+  if eval_dir and preset.eval_every and any(l.kind == "cpsd" for l in config.losses.values()):
+    config.eval.data_dir = os.fspath(eval_dir)
+    config.eval.every = preset.eval_every
   return config
 
 
@@ -126,33 +148,48 @@ def stage_corpus(out: pathlib.Path, preset: Preset, progress: bool) -> pathlib.P
 
 
 def stage_prepare(out: pathlib.Path, corpus_dir: pathlib.Path, workers: int,
-                  progress: bool) -> pathlib.Path:
-  """The training split's chorales, linked into OUT/pretrain_audio, -> OUT/data."""
+                  progress: bool, split: str = "train") -> pathlib.Path:
+  """One split's chorales, linked into a folder, -> a prepared dataset.
+
+  The training split's are linked into OUT/pretrain_audio -> OUT/data,
+  unlabelled; the validation split's into OUT/val_audio -> OUT/data_val, with
+  their labels (a labels.csv beside the links), whose `key` the zero-shot eval
+  scores while training.
+  """
   import csv
   from mt2_jax import prepare
-  audio_dir, data_dir = out / "pretrain_audio", out / "data"
+  names = {"train": ("pretrain_audio", "data"), "validation": ("val_audio", "data_val")}
+  audio_dir, data_dir = (out / name for name in names[split])
   if (data_dir / "_parts" / "plan.json").exists() and (data_dir / "rejected.csv").exists():
     return data_dir  # Complete (prepare writes rejected.csv last).
   audio_dir.mkdir(parents=True, exist_ok=True)
   with open(corpus_dir / "labels.csv", newline="") as f:
-    for row in csv.DictReader(f):
-      if row["set"] == "chorale" and row["split"] == "train":
-        link = audio_dir / pathlib.Path(row["file"]).name
-        if not link.exists():
-          link.symlink_to((corpus_dir / row["file"]).resolve())
+    reader = csv.DictReader(f)
+    rows = [r for r in reader if r["set"] == "chorale" and r["split"] == split]
+  for row in rows:
+    link = audio_dir / pathlib.Path(row["file"]).name
+    if not link.exists():
+      link.symlink_to((corpus_dir / row["file"]).resolve())
+  if split != "train":  # Training needs no labels; earlier demos' OUT/data stay valid.
+    with open(audio_dir / "labels.csv", "w", newline="") as f:
+      writer = csv.DictWriter(f, reader.fieldnames)
+      writer.writeheader()
+      writer.writerows({**r, "file": pathlib.Path(r["file"]).name} for r in rows)
   summary = prepare.prepare(audio_dir, data_dir, num_workers=workers, progress=progress)
   if not summary.complete or not summary.total_records:
     raise RuntimeError(f"prepare did not finish: {summary}")
   return data_dir
 
 
-def stage_train(out: pathlib.Path, preset: Preset, data_dir, progress: bool) -> dict[str, pathlib.Path]:
+def stage_train(out: pathlib.Path, preset: Preset, data_dir, progress: bool,
+                eval_dir=None) -> dict[str, pathlib.Path]:
+  """Trains (or resumes) every run of RUNS on data_dir; eval_dir as in run_config."""
   from mt2_jax import checkpoint
   workdirs = {}
   for name in RUNS:
     workdir = out / "runs" / name
     workdirs[name] = workdir
-    config = run_config(name, preset, data_dir)
+    config = run_config(name, preset, data_dir, eval_dir)
     if workdir.exists():
       ckpt = checkpoint.Checkpointer(workdir)
       latest = ckpt.latest_step()
@@ -167,25 +204,26 @@ def stage_train(out: pathlib.Path, preset: Preset, data_dir, progress: bool) -> 
 
 
 def stage_probe(workdirs: dict, corpus_dir, progress: bool) -> list[dict[str, Any]]:
+  """Every run's probes on TASKS, then the references (untrained MT2, KK chroma, MFCC stats)."""
   from mt2_jax import embed, probe
   rows = probe.read_examples(corpus_dir)
   fp = probe.data_fingerprint(corpus_dir, rows)
-  results = []
+  results, references = [], []
   for name, workdir in workdirs.items():
     embedder = embed.Embedder.from_run(workdir)
     cache = workdir / "probe_cache"
     feats = probe.extract_features(embedder, corpus_dir, rows,
                                    cache / f"features_step{embedder.step}_{fp}.npz", progress)
-    results += probe.probe_features(name, feats, rows, TASKS, embedder.feature_names)
-    if name == "mt2":  # The reference: the same architecture, never trained.
+    results += probe.probe_features(name, feats, rows, TASKS, embedder.feature_names,
+                                    probe.head_omegas(embedder.config))
+    if name == "mt2":  # The references: the same architecture never trained, chroma, MFCCs.
       ref = embed.Embedder.untrained(embedder.config)
       ref_feats = probe.extract_features(ref, corpus_dir, rows, cache / f"features_untrained_{fp}.npz",
                                          progress)
-      untrained = probe.probe_features("mt2 (untrained)", ref_feats, rows, TASKS, ref.feature_names)
-      chroma = probe.extract_chroma(corpus_dir, rows, embedder.cqt, cache / f"chroma_{fp}.npz", progress)
-  task = probe._valid(probe.task_data("key", rows), [chroma])  # pylint: disable=protected-access
-  kk = {"model": "KK chroma template", "feature": "chroma", "task": "key", **probe.kk_key(task, chroma)}
-  return results + untrained + [kk]
+      references = probe.probe_features("mt2 (untrained)", ref_feats, rows, TASKS, ref.feature_names,
+                                        probe.head_omegas(ref.config))
+      references += probe.reference_rows(corpus_dir, rows, embedder.cqt, cache, TASKS, progress)
+  return results + references
 
 
 def plot_losses(workdirs: dict, path) -> None:
@@ -216,7 +254,7 @@ def plot_losses(workdirs: dict, path) -> None:
 
 
 def run_demo(out="mt2_demo", preset: str = "default", progress: bool = True) -> dict[str, Any]:
-  """Runs (or finishes) the demo in `out`; returns {results, paths, timings}."""
+  """Runs (or finishes) the demo in `out`; returns {results, findings, paths, timings, workdirs}."""
   from mt2_jax import probe
   if preset not in PRESETS:
     raise ValueError(f"unknown preset {preset!r}; known: {sorted(PRESETS)}")
@@ -235,18 +273,20 @@ def run_demo(out="mt2_demo", preset: str = "default", progress: bool = True) -> 
   corpus_dir = stage_corpus(out, p, progress)
   lap("corpus")
   data_dir = stage_prepare(out, corpus_dir, p.workers, progress)
+  eval_dir = stage_prepare(out, corpus_dir, p.workers, progress, "validation") if p.eval_every else None
   lap("prepare")
-  workdirs = stage_train(out, p, data_dir, progress)
+  workdirs = stage_train(out, p, data_dir, progress, eval_dir)
   lap("train")
   results = stage_probe(workdirs, corpus_dir, progress)
   lap("probe")
-  paths = probe.write_report(results, out)
+  paths = probe.write_report(results, out, with_findings=True)
   paths["losses"] = os.fspath(out / "losses.png")
   plot_losses(workdirs, paths["losses"])
   timings["total"] = round(time.time() - t0, 1)
   (out / "timings.json").write_text(json.dumps(timings, indent=1))
   paths["timings"] = os.fspath(out / "timings.json")
-  return {"results": results, "paths": paths, "timings": timings, "workdirs": workdirs}
+  return {"results": results, "findings": probe.findings(results), "paths": paths, "timings": timings,
+          "workdirs": workdirs}
 
 
 def main(argv: Sequence[str]) -> None:
@@ -263,7 +303,11 @@ def main(argv: Sequence[str]) -> None:
   print()
   print(probe.markdown(done["results"]))
   print("key: MIREX weighted score on the test chorales; key signature: accuracy "
-        "(the only score of the zero-shot head readout); instrument: accuracy on test notes.")
+        "(the only score of the zero-shot head readout); instrument: accuracy on test notes; "
+        "chorale instrument: accuracy on test chorales. [lo-hi]: 95% bootstrap interval over "
+        "test tracks.")
+  print()
+  print(probe.findings_markdown(done["findings"]))
   print(f"wall time: {done['timings']}")
   print(f"outputs in {pathlib.Path(out).absolute()}:")
   for k in ("markdown", "json", "chart", "losses", "timings"):

@@ -32,6 +32,60 @@ def _sq_dist(target, z):
   return (target[0] - z[0]) ** 2 + (target[1] - z[1]) ** 2
 
 
+def _abs(z):
+  """|z| for an (re, im) pair, [B]."""
+  return jnp.sqrt(z[0] ** 2 + z[1] ** 2)
+
+
+def argmax_moves(y_a, y_a_shift, shift):
+  """Fraction of tracks whose profile peak moves by the shift, as CPSD asks.
+
+  CPSD is 0 for y_A'[q] = y_A[(q + d) mod Q] (then z_A' = z_A exp(-2j pi omega
+  d)), whose peak is argmax(y_A) - d mod Q; a head that ignores its input
+  scores 0 (d is never 0 mod 12), chance is 1/12.
+
+  Args:
+    y_a, y_a_shift: [B, Q] profiles of A and A'.
+    shift: int [B], d as in `cpsd`.
+
+  Returns:
+    float32 scalar in [0, 1].
+  """
+  q = y_a.shape[-1]
+  want = (jnp.argmax(y_a, axis=-1) - jnp.asarray(shift, jnp.int32)) % q
+  return jnp.mean((jnp.argmax(y_a_shift, axis=-1) == want).astype(jnp.float32))
+
+
+def profile_spread(y):
+  """y: [N, Q] profiles -> mean over the Q classes of the std over the N rows.
+
+  0 exactly when the head gives every input the same profile (collapse).
+  """
+  return jnp.mean(jnp.std(y.astype(jnp.float32), axis=0))
+
+
+def circle_spread_hinge(y, omega: float = 7 / 12, target: float = 0.5, eps: float = 1e-4):
+  """max(0, target - std of z over the batch): keeps the head off CPSD's constant saddle.
+
+  A head that gives every input the same profile has z's std 0, and there
+  CPSD's gradient vanishes to first order (docs/design.md §1.4); this hinge's
+  does not (VICReg's variance term, on the circle). It is 0 once the profiles
+  spread, as they do when they follow the transpositions of a batch.
+
+  Args:
+    y: [N, 12] profiles (all views of the batch).
+    omega: CPSD's frequency on the circle.
+    target: the std of z below which the hinge acts.
+    eps: keeps the gradient of the std finite at a collapse.
+
+  Returns:
+    float32 scalar >= 0.
+  """
+  re, im = _circle(y, omega)
+  var = jnp.var(re) + jnp.var(im)  # E|z - E z|^2.
+  return jax.nn.relu(target - jnp.sqrt(var + eps))
+
+
 def cpsd(y_a, y_b, y_a_shift, shift, omega: float = 7 / 12):
   """STONE's CPSD loss.
 
@@ -48,6 +102,11 @@ def cpsd(y_a, y_b, y_a_shift, shift, omega: float = 7 / 12):
       cpsd_eq_a = mean |exp(2j pi omega d) - z_A conj(z_A')|^2 (equivariance)
       cpsd_eq_b = mean |exp(2j pi omega d) - z_B conj(z_A')|^2
     with z = sum_q y[q] exp(2j pi omega q). Each term lies in [0, 4].
+    aux also holds diagnostics, not part of the loss (a collapsed head, one
+    whose output ignores its input, shows as spread 0 and argmax_moves 0):
+      cpsd_abs_z        mean |z| over the 3B profiles
+      cpsd_spread       `profile_spread` of the 3B profiles
+      cpsd_argmax_moves `argmax_moves(y_a, y_a_shift, shift)`
   """
   z_a, z_b, z_s = (_circle(y, omega) for y in (y_a, y_b, y_a_shift))
   phase = 2 * jnp.pi * omega * jnp.asarray(shift, jnp.float32)
@@ -58,7 +117,13 @@ def cpsd(y_a, y_b, y_a_shift, shift, omega: float = 7 / 12):
       "cpsd_eq_a": jnp.mean(_sq_dist(target, _cross(z_a, z_s))),
       "cpsd_eq_b": jnp.mean(_sq_dist(target, _cross(z_b, z_s))),
   }
-  return aux["cpsd_pos"] + aux["cpsd_eq_a"] + aux["cpsd_eq_b"], aux
+  loss = aux["cpsd_pos"] + aux["cpsd_eq_a"] + aux["cpsd_eq_b"]
+  aux.update({
+      "cpsd_abs_z": jnp.mean(jnp.stack([_abs(z) for z in (z_a, z_b, z_s)])),
+      "cpsd_spread": profile_spread(jnp.concatenate([y_a, y_b, y_a_shift])),
+      "cpsd_argmax_moves": argmax_moves(y_a, y_a_shift, shift),
+  })
+  return loss, aux
 
 
 def nt_xent(z_a, z_b, temperature: float = 0.1, extra_views: Sequence[jax.Array] = ()):

@@ -44,7 +44,7 @@ NUM_PITCH_CLASSES = 12
 # Logical names of parameter dimensions, plus 'batch' for activations and
 # inputs. Only 'embed' is ever sharded among parameters: every large matrix has
 # it, and the widths of all variants are multiples of 8.
-_REPLICATED = ("bins", "frames", "classes", "mlp", "qkv", "heads", "kv", "pitch", "proj_hidden", "proj")
+_REPLICATED = ("bins", "pitch_channels", "frames", "classes", "mlp", "qkv", "heads", "kv", "pitch", "proj_hidden", "proj")
 LOGICAL_AXIS_RULES = {
     # Data parallel: parameters replicated; the batch over every device.
     "data": (("batch", ("data", "fsdp")), ("embed", None)) + tuple((n, None) for n in _REPLICATED),
@@ -94,6 +94,7 @@ class HeadSpec(NamedTuple):
   projector: str = "none"
   projector_dim: int = 128
   projector_hidden: int = 1024
+  head: str = "dense"  # 'cpsd' only: EquivariantHead.readout.
 
 
 class MlpBlock(nn.Module):
@@ -219,12 +220,27 @@ class SelfAttention(nn.Module):
 
 
 class EncoderBlock(nn.Module):
-  """Pre-LayerNorm block: x + MHSA(LN(x)), then x + MLP(LN(x))."""
+  """Pre-LayerNorm block: x + g1 * MHSA(LN(x)), then x + g2 * MLP(LN(x)).
+
+  g1, g2 are LayerScale vectors [d] (CaiT) initialised at `layerscale`, or
+  absent when `layerscale` is 0 (the plain ViT block). A small init makes
+  every block start near the identity, so the pitch-class layout that
+  `PitchEmbed` gives the tokens reaches the heads intact early in training
+  (docs/experiments.md: without it the equivariant head collapses).
+  """
   num_heads: int
   mlp_dim: int
   dtype: Any = jnp.float32
   dropout: float = 0.0
   attention: str = "auto"
+  layerscale: float = 0.0
+
+  def _scale(self, name: str, h):
+    if not self.layerscale:
+      return h
+    gamma = self.param(name, _init(nn.initializers.constant(self.layerscale), "embed"),
+                       (h.shape[-1],), jnp.float32)
+    return h * gamma.astype(h.dtype)
 
   @nn.compact
   def __call__(self, x, mask=None, train: bool = False):
@@ -232,10 +248,60 @@ class EncoderBlock(nn.Module):
     h = _layer_norm("ln1", self.dtype)(x)
     h = SelfAttention(self.num_heads, dtype=self.dtype, implementation=self.attention,
                       name="attn")(h, mask)
-    x = x + nn.Dropout(self.dropout, deterministic=not train)(h)
+    x = x + nn.Dropout(self.dropout, deterministic=not train)(self._scale("ls1", h))
     h = _layer_norm("ln2", self.dtype)(x)
     h = MlpBlock(self.mlp_dim, dtype=self.dtype, dropout=self.dropout, name="mlp")(h, train=train)
-    return x + nn.Dropout(self.dropout, deterministic=not train)(h)
+    return x + nn.Dropout(self.dropout, deterministic=not train)(self._scale("ls2", h))
+
+
+PATCH_EMBEDS = ("dense", "pitch", "hybrid")
+
+
+def pitch_embed_channels(patch_embed: str, width: int, channels: int | None = None) -> int:
+  """Channels per pitch class of the pitch-structured part of a token (0 for 'dense').
+
+  Default: all of the token for 'pitch' (width // 12), half of it for 'hybrid'
+  (width // 24).
+  """
+  if patch_embed == "dense":
+    return 0
+  if patch_embed not in PATCH_EMBEDS:
+    raise ValueError(f"patch_embed must be one of {PATCH_EMBEDS}, got {patch_embed!r}")
+  if channels:
+    return channels
+  return width // NUM_PITCH_CLASSES if patch_embed == "pitch" else width // (2 * NUM_PITCH_CLASSES)
+
+
+class PitchEmbed(nn.Module):
+  """A frame's bins -> [12 pitch classes x c] channels, flattened: [B, T, K] -> [B, T, 12c].
+
+  Each bin is mapped to c channels by the same pointwise function (a
+  width-1 convolution along frequency, then GELU), the channels are averaged
+  over the octaves (bin k goes to pitch class k mod 12, so a crop shifted by s
+  bins rolls the pitch-class axis by s), and each channel is standardised
+  across the 12 pitch classes (the contrast step: what is left is which
+  pitch classes sound, not how loud the frame is). Shift-equivariant along
+  frequency up to the octaves at the crop's edges, like STONE's ChromaNet
+  front-end; the paper's Linear(K -> d) is not.
+  """
+  channels: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_btk):
+    batch, frames, bins = x_btk.shape
+    if bins % NUM_PITCH_CLASSES:
+      raise ValueError(f"the pitch patch embedding needs whole octaves of 12 bins, got {bins}")
+    w = self.param("kernel", _init(nn.initializers.normal(1.0), "pitch_channels"),
+                   (self.channels,), jnp.float32)
+    b = self.param("bias", _init(nn.initializers.normal(1.0), "pitch_channels"),
+                   (self.channels,), jnp.float32)
+    h = nn.gelu(x_btk[..., None] * w.astype(self.dtype) + b.astype(self.dtype))  # [B, T, K, c]
+    h = h.reshape(batch, frames, bins // NUM_PITCH_CLASSES, NUM_PITCH_CLASSES, self.channels)
+    h = jnp.mean(h.astype(jnp.float32), axis=2)  # [B, T, 12, c]
+    h = (h - jnp.mean(h, axis=2, keepdims=True)) * jax.lax.rsqrt(
+        jnp.var(h, axis=2, keepdims=True) + 1e-5)
+    return h.reshape(batch, frames, NUM_PITCH_CLASSES * self.channels).astype(self.dtype)
 
 
 class ViT1D(nn.Module):
@@ -251,6 +317,9 @@ class ViT1D(nn.Module):
   class_token_attention: str = "full"
   remat: bool = False
   attention: str = "auto"  # SelfAttention.implementation.
+  patch_embed: str = "dense"  # 'dense' (the paper), 'pitch' or 'hybrid' (PitchEmbed + dense).
+  pitch_channels: int | None = None  # c of PitchEmbed; None: pitch_embed_channels' default.
+  layerscale: float = 0.0  # EncoderBlock.layerscale; 0: no LayerScale (the paper).
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
@@ -263,10 +332,7 @@ class ViT1D(nn.Module):
 
     # One token per frame: the frame's column of bins, projected to d.
     x = jnp.swapaxes(x, 1, 2).astype(self.dtype)  # [B, T, bins]
-    frames_btd = nn.Dense(
-        self.width, dtype=self.dtype, param_dtype=jnp.float32, name="patch_embed",
-        kernel_init=_init(nn.initializers.lecun_normal(), "bins", "embed"),
-        bias_init=_init(_ZEROS, "embed"))(x)
+    frames_btd = self._embed_frames(x)
 
     # Class token = learnable vector + mean of the projected frames, taken
     # before the positional embedding so that it does not depend on where a
@@ -292,7 +358,8 @@ class ViT1D(nn.Module):
     block = nn.remat(EncoderBlock, static_argnums=(3,)) if self.remat else EncoderBlock
     for i in range(self.depth):
       h = block(self.num_heads, self.mlp_dim, dtype=self.dtype, dropout=self.dropout,
-                attention=self.attention, name=f"block{i:02d}")(h, mask, train)
+                attention=self.attention, layerscale=self.layerscale,
+                name=f"block{i:02d}")(h, mask, train)
     h = _layer_norm("final_norm", self.dtype)(h)
 
     out = {f"cls_{name}": h[:, i] for i, name in enumerate(self.class_tokens)}
@@ -300,6 +367,24 @@ class ViT1D(nn.Module):
     out["tokens"] = h[:, num_classes:]
     out["tokens_mean"] = jnp.mean(out["tokens"], axis=1)
     return out
+
+  def _embed_frames(self, x_btk):
+    """[B, T, bins] -> [B, T, d]: dense, pitch-structured, or both side by side."""
+    pitch_c = pitch_embed_channels(self.patch_embed, self.width, self.pitch_channels)
+    dense_width = self.width - NUM_PITCH_CLASSES * pitch_c
+    if dense_width < 0 or (self.patch_embed == "pitch" and dense_width):
+      raise ValueError(f"patch_embed {self.patch_embed!r}: 12 x pitch_channels ({pitch_c}) must "
+                       f"{'equal' if self.patch_embed == 'pitch' else 'not exceed'} the width "
+                       f"{self.width}")
+    parts = []
+    if pitch_c:
+      parts.append(PitchEmbed(pitch_c, dtype=self.dtype, name="pitch_embed")(x_btk))
+    if dense_width:
+      parts.append(nn.Dense(
+          dense_width, dtype=self.dtype, param_dtype=jnp.float32, name="patch_embed",
+          kernel_init=_init(nn.initializers.lecun_normal(), "bins", "embed"),
+          bias_init=_init(_ZEROS, "embed"))(x_btk))
+    return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=-1)
 
   def _attention_mask(self, num_classes: int, frames: int):
     if self.class_token_attention == "full":
@@ -314,11 +399,33 @@ class ViT1D(nn.Module):
     return (~is_cls[None, :]) | same  # [L (query), L (key)]
 
 
+EQUIVARIANT_HEADS = ("dense", "shared")
+
+
 class EquivariantHead(nn.Module):
-  """Linear(d -> 12) and softmax: the key-signature profile y, in float32."""
+  """Logits over 12 classes and softmax: the key-signature profile y [B, 12], in float32.
+
+  'dense' is the paper's Linear(d -> 12). 'shared' reads the token's
+  pitch-structured part ([12 x c] from PitchEmbed) with one Linear(c -> 1)
+  shared by the 12 pitch classes, so that rolling the pitch classes rolls
+  the profile (STONE's classifier is shared across pitch classes likewise).
+  """
+  readout: str = "dense"
+  pitch_channels: int = 0  # c of the token's pitch-structured part ('shared' only).
 
   @nn.compact
   def __call__(self, feature_bd):
+    if self.readout == "shared":
+      if not self.pitch_channels:
+        raise ValueError("the 'shared' equivariant head needs model.patch_embed 'pitch' or 'hybrid'")
+      c = self.pitch_channels
+      h = feature_bd[:, :NUM_PITCH_CLASSES * c].astype(jnp.float32)
+      h = h.reshape(-1, NUM_PITCH_CLASSES, c)
+      w = self.param("shared", _init(nn.initializers.normal(c ** -0.5), "pitch_channels"), (c,),
+                     jnp.float32)
+      return jax.nn.softmax(h @ w, axis=-1)
+    if self.readout != "dense":
+      raise ValueError(f"equivariant head must be one of {EQUIVARIANT_HEADS}, got {self.readout!r}")
     logits = nn.Dense(
         NUM_PITCH_CLASSES, dtype=jnp.float32, param_dtype=jnp.float32, name="dense",
         kernel_init=_init(_DENSE_INIT, "embed", "pitch"),
@@ -362,7 +469,9 @@ class MT2(nn.Module):
     for spec in self.heads:
       feature = out[f"cls_{spec.token}"]
       if spec.kind == "cpsd":
-        head = EquivariantHead(name=f"head_{spec.name}")
+        b = self.backbone
+        head = EquivariantHead(spec.head, pitch_embed_channels(b.patch_embed, b.width, b.pitch_channels),
+                               name=f"head_{spec.name}")
       elif spec.kind == "ntxent":
         head = ContrastiveHead(spec.projector, spec.projector_dim, spec.projector_hidden,
                                name=f"head_{spec.name}")
@@ -377,7 +486,8 @@ def head_specs(config) -> tuple[HeadSpec, ...]:
   specs = []
   for name in sorted(config.losses):
     loss = config.losses[name]
-    extra = {k: loss[k] for k in ("projector", "projector_dim", "projector_hidden") if k in loss}
+    extra = {k: loss[k] for k in ("projector", "projector_dim", "projector_hidden", "head")
+             if k in loss}
     specs.append(HeadSpec(name=name, kind=loss.kind, token=loss.token, **extra))
   return tuple(specs)
 
@@ -404,6 +514,9 @@ def build_model(config) -> MT2:
       class_token_attention=config.model.get("class_token_attention", "full"),
       remat=config.model.get("remat", False),
       attention=config.model.get("attention", "auto"),
+      patch_embed=config.model.get("patch_embed", "dense"),
+      pitch_channels=config.model.get("pitch_channels", None),
+      layerscale=config.model.get("layerscale", 0.0),
       name="backbone")
   return MT2(backbone=backbone, heads=head_specs(config))
 
@@ -421,6 +534,6 @@ def abstract_variables(model: MT2, num_bins: int, num_frames: int, batch: int = 
 
 __all__ = [
     "VARIANTS", "LOSS_KINDS", "LOGICAL_AXIS_RULES", "logical_axis_rules", "param_shardings",
-    "HeadSpec", "ATTENTION_IMPLEMENTATIONS", "attention_implementation", "ViT1D", "MT2", "EquivariantHead", "ContrastiveHead", "head_specs", "model_dims", "build_model",
+    "HeadSpec", "ATTENTION_IMPLEMENTATIONS", "PATCH_EMBEDS", "pitch_embed_channels", "PitchEmbed", "EQUIVARIANT_HEADS", "attention_implementation", "ViT1D", "MT2", "EquivariantHead", "ContrastiveHead", "head_specs", "model_dims", "build_model",
     "count_params", "abstract_variables",
 ]

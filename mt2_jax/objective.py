@@ -21,7 +21,15 @@ VIEWS = ("x_a", "x_b", "x_a_shift")
 
 
 def _cpsd_term(cfg, head_a, head_b, head_shift, batch):
-  return losses.cpsd(head_a, head_b, head_shift, batch["shift"], omega=cfg.get("omega", 7 / 12))
+  """CPSD, plus `spread_weight` x the anti-collapse hinge (reported as aux `cpsd_hinge`)."""
+  omega = cfg.get("omega", 7 / 12)
+  value, aux = losses.cpsd(head_a, head_b, head_shift, batch["shift"], omega=omega)
+  weight = cfg.get("spread_weight", 0.0)
+  if not weight:
+    return value, aux
+  hinge = losses.circle_spread_hinge(jnp.concatenate([head_a, head_b, head_shift]), omega,
+                                     cfg.get("spread_target", 0.5))
+  return value, {**aux, "cpsd_hinge": hinge, "extra_loss": weight * hinge}
 
 
 def _ntxent_term(cfg, head_a, head_b, head_shift, batch):
@@ -78,7 +86,8 @@ def make_loss_fn(config, model: model_lib.MT2) -> Callable[..., tuple[jax.Array,
       head = out[f"head_{name}"]
       head = head.reshape((b, 3) + head.shape[1:])
       value, aux = LOSSES[cfg.kind](cfg, head[:, 0], head[:, 1], head[:, 2], batch)
-      total = total + cfg.get("weight", 1.0) * value
+      # `extra_loss` (a regulariser) counts in the total but not in the loss's own metric.
+      total = total + cfg.get("weight", 1.0) * value + aux.pop("extra_loss", 0.0)
       metrics[name] = value
       metrics.update({_metric_name(name, cfg.kind, k): v for k, v in aux.items()})
     metrics["loss"] = total

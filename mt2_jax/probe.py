@@ -1,6 +1,6 @@
 """`mt2 probe`: linear probes on frozen features of a run (DESIGN 1.6).
 
-  mt2 probe --workdir=RUN --data DIR --task key,instrument [--out REPORT_DIR]
+  mt2 probe --workdir=RUN --data DIR --task key,chorale_instrument [--out REPORT_DIR]
 
 DIR is a labelled audio folder with labels.csv beside the audio, as `mt2
 corpus` writes it (columns `file`, `split`, `key`, `instrument`, `pitch`,
@@ -20,6 +20,10 @@ Tasks:
               tracks); also key-signature accuracy (12 classes: a key and its
               relative major/minor share one).
   instrument  the note set (rows with set == note): accuracy.
+  chorale_instrument
+              the instrument of whole chorale renditions (rows with set ==
+              chorale): accuracy. The split column as is: by piece, so no
+              rendition of a test piece is heard in training.
   pitch       the note set, MIDI pitch: accuracy. The corpus splits notes by
               pitch, so a test pitch never occurs in training; this task
               re-splits the notes by instrument instead (sorted instrument
@@ -36,12 +40,23 @@ Reference rows:
               `chroma_cqt` of the CQT of the model's front-end, A0 upwards)
               averaged over the track, correlated with the 24 rotations of
               the Krumhansl-Kessler profiles; scored like the key probes.
+  MFCC stats  20 MFCCs (librosa.feature.mfcc of the audio at the model's
+              sample rate), mean and deviation over the track (40 dims),
+              probed like the features on every task: what plain timbre
+              statistics give.
+
+Scores are means over test tracks of a per-track score (MIREX weighted
+score, key-signature hit, hit), each with a 95% confidence interval from
+1000 bootstrap resamples of the test tracks (seeded, so reruns agree): in
+results.json `mirex_ci`, `key_signature_ci`, `accuracy_ci` = [lo, hi] beside
+the score, and `n_test`; in the table `0.711 [0.62-0.80]`; error bars in
+the chart. A task without train or test examples is skipped.
 
 Features are cached per run in `RUN/probe_cache/` (keyed by checkpoint step
-and the data's file list), so probing again, or on another task, does not
-embed again. Results go to `RUN/probe/` (or --out): results.json,
-results.md (a Markdown table: rows model x feature, columns tasks) and
-probe.png (a bar chart).
+and the data's file list; chroma and MFCCs likewise), so probing again, or on
+another task, does not embed again. Results go to `RUN/probe/` (or --out):
+results.json, results.md (a Markdown table: rows model x feature, columns
+tasks) and probe.png (a bar chart).
 """
 
 import csv
@@ -62,13 +77,15 @@ from mt2_jax.embed import OUT_HELP, define_flag
 
 define_flag(flags.DEFINE_string, "workdir", None, "Training run folder (config.json + checkpoints).")
 define_flag(flags.DEFINE_string, "data", None, "Labelled audio folder (labels.csv beside the audio).")
-define_flag(flags.DEFINE_list, "task", ["key"], "Tasks, comma-separated: key, instrument, pitch.")
+define_flag(flags.DEFINE_list, "task", ["key"],
+            "Tasks, comma-separated: key, instrument, chorale_instrument, pitch.")
 define_flag(flags.DEFINE_string, "out", None, OUT_HELP)
 define_flag(flags.DEFINE_integer, "step", None, "Checkpoint step (default: the latest).")
 define_flag(flags.DEFINE_bool, "untrained", True, "Also probe a randomly initialised model.")
 FLAGS = flags.FLAGS
 
 SPLITS = ("train", "validation", "test")
+TASKS = ("key", "instrument", "chorale_instrument", "pitch")
 PITCH_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "G#", "A", "Bb", "B")
 # Krumhansl & Kessler (1982) probe-tone profiles, tonic first.
 KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
@@ -132,10 +149,14 @@ def task_data(task: str, rows: Sequence[dict[str, str]]) -> TaskData:
     y = [key_class(rows[i]["key"]) for i in idx]
     classes = [key_name(c) for c in range(24)]
     split = [rows[i].get("split", "") for i in idx]
-  elif task in ("instrument", "pitch"):
-    has_notes = any(r.get("set") == "note" for r in rows)
-    idx = [i for i, r in enumerate(rows) if r.get(task) and (r.get("set") == "note" or not has_notes)]
-    values = [rows[i][task] for i in idx]
+  elif task in ("instrument", "pitch", "chorale_instrument"):
+    if task == "chorale_instrument":
+      column, keep = "instrument", lambda r: r.get("set") == "chorale"
+    else:  # The note set; in a folder without one (not the corpus), every row.
+      has_notes = any(r.get("set") == "note" for r in rows)
+      column, keep = task, lambda r: r.get("set") == "note" or not has_notes
+    idx = [i for i, r in enumerate(rows) if r.get(column) and keep(r)]
+    values = [rows[i][column] for i in idx]
     if task == "pitch":
       values = [str(int(float(v))) for v in values]
     classes = sorted(set(values), key=lambda v: (len(v), v))
@@ -148,8 +169,9 @@ def task_data(task: str, rows: Sequence[dict[str, str]]) -> TaskData:
         role = {instruments[-1]: "test", instruments[-2]: "validation"}
         split = [role.get(rows[i].get("instrument", ""), "train") for i in idx]
   else:
-    raise ValueError(f"unknown task {task!r}; known: key, instrument, pitch")
-  return TaskData(task, np.asarray(idx, np.int64), np.asarray(y, np.int64), np.asarray(split), classes)
+    raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
+  return TaskData(task, np.asarray(idx, np.int64), np.asarray(y, np.int64), np.asarray(split, str),
+                  classes)
 
 
 # -- The linear probe. --------------------------------------------------------
@@ -206,17 +228,44 @@ def fit_linear_probe(x_train, y_train, x_val, y_val, num_classes: int, lr: float
   return predict, {"steps": step, "best_step": best[1], "val_loss": best[0]}
 
 
-def score(task: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-  """key: {'key' MIREX, 'key_signature' accuracy}; others: {task: accuracy}."""
-  if len(y_true) == 0:
-    return {}
-  if task == "key":
-    import mir_eval
-    mirex = np.mean([mir_eval.key.weighted_score(key_name(int(t)), key_name(int(p)))
-                     for t, p in zip(y_true, y_pred)])
-    sig = np.mean([key_signature(int(t)) == key_signature(int(p)) for t, p in zip(y_true, y_pred)])
-    return {"key": float(mirex), "key_signature": float(sig)}
-  return {task: float(np.mean(y_true == y_pred))}
+def track_scores(task: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, np.ndarray]:
+  """Per-track scores, float [n] each: key -> 'key' (MIREX weighted score) and
+  'key_signature' (hit); other tasks -> {task: hit}."""
+  if task != "key":
+    return {task: np.asarray(y_true == y_pred, np.float64)}
+  import mir_eval
+  pairs = [(int(t), int(p)) for t, p in zip(y_true, y_pred)]
+  return {"key": np.array([mir_eval.key.weighted_score(key_name(t), key_name(p)) for t, p in pairs]),
+          "key_signature": np.array([key_signature(t) == key_signature(p) for t, p in pairs], np.float64)}
+
+
+def ci_name(metric: str) -> str:
+  """The results key of a metric's confidence interval."""
+  return {"key": "mirex_ci", "key_signature": "key_signature_ci"}.get(metric, "accuracy_ci")
+
+
+def bootstrap_ci(values: np.ndarray, resamples: int = 1000, level: float = 0.95,
+                 seed: int = 0) -> list[float]:
+  """[lo, hi]: percentile interval of the mean of values [n] (per test track),
+  the tracks resampled with replacement. Seeded: the same values, the same interval."""
+  values = np.asarray(values, np.float64)
+  rng = np.random.default_rng(seed)
+  means = values[rng.integers(0, values.size, (resamples, values.size))].mean(1)
+  return [float(q) for q in np.quantile(means, [(1 - level) / 2, (1 + level) / 2])]
+
+
+def summarize(per_track: dict[str, np.ndarray]) -> dict[str, Any]:
+  """{metric: mean, ci_name(metric): bootstrap_ci} of per-track scores; {} without tracks."""
+  out = {}
+  for metric, values in per_track.items():
+    if len(values):
+      out[metric], out[ci_name(metric)] = float(np.mean(values)), bootstrap_ci(values)
+  return out
+
+
+def score(task: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
+  """Test-set scores of track_scores, each with its 95% interval; {} without tracks."""
+  return summarize(track_scores(task, y_true, y_pred))
 
 
 def probe_feature(task: TaskData, features: np.ndarray, **fit_kwargs) -> dict[str, Any]:
@@ -236,17 +285,42 @@ def probe_feature(task: TaskData, features: np.ndarray, **fit_kwargs) -> dict[st
 
 # -- References without a probe. ----------------------------------------------
 
-def zero_shot_key(task: TaskData, profiles: np.ndarray) -> dict[str, Any]:
-  """STONE's readout: argmax of the window-averaged head + a rotation fit on train.
+def phase_class(profiles: np.ndarray, omega: float = 7 / 12) -> np.ndarray:
+  """The class whose point on CPSD's circle is nearest to the profile's z: [n, 12] -> int [n].
 
-  profiles: [n_rows, 12]. Returns {'key_signature': test accuracy, 'rotation'}.
+  z = sum_q y[q] exp(2j pi omega q) is all that CPSD trains; the class q sits at
+  angle 2 pi omega q. With omega = m/12 (m coprime to 12), the nearest of the
+  12 angles is step k = round(12 angle / 2 pi) and q = k m^-1 mod 12.
   """
-  peak = profiles[task.index].argmax(1)
+  m = round(omega * 12)
+  inverse = pow(m, -1, 12)  # ValueError when m shares a factor with 12 (no readout).
+  z = profiles @ np.exp(2j * np.pi * omega * np.arange(12))
+  k = np.round(np.angle(z) * 12 / (2 * np.pi)).astype(np.int64)
+  return (k * inverse) % 12
+
+
+ZERO_SHOT_READOUTS = ("argmax", "phase")
+
+
+def zero_shot_key(task: TaskData, profiles: np.ndarray, readout: str = "argmax",
+                  omega: float = 7 / 12) -> dict[str, Any]:
+  """The head as a key-signature estimator, + one rotation (0..11) fit on train.
+
+  readout 'argmax' is STONE's (the peak of the window-averaged profile);
+  'phase' reads the angle of its z on CPSD's circle (`phase_class`), which is
+  what CPSD constrains: a profile can turn its z with the transposition while
+  its peak does not follow (docs/experiments.md).
+  profiles: [n_rows, 12]. Returns {'key_signature': test accuracy, its interval, 'rotation'}.
+  """
+  if readout not in ZERO_SHOT_READOUTS:
+    raise ValueError(f"readout must be one of {ZERO_SHOT_READOUTS}, got {readout!r}")
+  x = profiles[task.index]
+  peak = x.argmax(1) if readout == "argmax" else phase_class(x, omega)
   sig = np.array([key_signature(int(c)) for c in task.y])
   train, test = task.split == "train", task.split == "test"
   hits = [np.mean((peak[train] + r) % 12 == sig[train]) for r in range(12)]
   r = int(np.argmax(hits))
-  return {"key_signature": float(np.mean((peak[test] + r) % 12 == sig[test])), "rotation": r,
+  return {**summarize({"key_signature": (peak[test] + r) % 12 == sig[test]}), "rotation": r,
           "n_train": int(train.sum()), "n_test": int(test.sum())}
 
 
@@ -268,18 +342,35 @@ def kk_key(task: TaskData, chroma: np.ndarray) -> dict[str, Any]:
   return {**score("key", task.y[test], pred), "n_test": int(test.sum())}
 
 
+def _frame_stats(x: np.ndarray, sample_rate: int, frames_of, block_seconds: float = 60.0):
+  """Mean and deviation over time, [d] each, of frames_of(block of x) -> [d, t].
+
+  A bounded block at a time, so that a long track does not hold its whole
+  spectrogram in memory.
+  """
+  block = int(block_seconds * sample_rate)
+  n, total, squares = 0, 0.0, 0.0
+  for a in range(0, x.size, block):
+    f = np.asarray(frames_of(x[a:a + block]), np.float64)
+    n, total, squares = n + f.shape[1], total + f.sum(1), squares + (f * f).sum(1)
+  mean = total / max(n, 1)
+  return mean, np.sqrt(np.maximum(squares / max(n, 1) - mean * mean, 0.0))
+
+
 def track_chroma(x: np.ndarray, cqt, block_seconds: float = 60.0) -> np.ndarray:
-  """Mean chroma [12] of a waveform at cqt.sample_rate, a bounded block at a time."""
+  """Mean chroma [12] of a waveform at cqt.sample_rate."""
   import librosa
   from mt2_jax.cqt import cqt_magnitude
-  block = int(block_seconds * cqt.sample_rate)
-  total, frames = np.zeros(12), 0
-  for a in range(0, x.size, block):
-    mag = cqt_magnitude(x[a:a + block], cqt)
-    chroma = librosa.feature.chroma_cqt(C=mag, fmin=cqt.fmin, bins_per_octave=cqt.bins_per_octave)
-    total += chroma.sum(1)
-    frames += chroma.shape[1]
-  return (total / max(frames, 1)).astype(np.float32)
+  chroma = lambda b: librosa.feature.chroma_cqt(C=cqt_magnitude(b, cqt), fmin=cqt.fmin,
+                                                bins_per_octave=cqt.bins_per_octave)
+  return _frame_stats(x, cqt.sample_rate, chroma, block_seconds)[0].astype(np.float32)
+
+
+def track_mfcc(x: np.ndarray, sample_rate: int, n_mfcc: int = 20) -> np.ndarray:
+  """MFCC stats [2 * n_mfcc]: the mean, then the deviation, of each MFCC over time."""
+  import librosa
+  mfcc = lambda b: librosa.feature.mfcc(y=b, sr=sample_rate, n_mfcc=n_mfcc)
+  return np.concatenate(_frame_stats(x, sample_rate, mfcc)).astype(np.float32)
 
 
 # -- Features, cached. ----------------------------------------------------------
@@ -340,8 +431,10 @@ def extract_features(embedder: embed_lib.Embedder, data_dir, rows, cache_path=No
   return out
 
 
-def extract_chroma(data_dir, rows, cqt, cache_path=None, progress: bool = True) -> np.ndarray:
-  """Mean chroma [n_rows, 12] of each row's audio (for kk_chroma), cached."""
+def _extract_tracks(name: str, track_fn, dim: int, sample_rate: int, data_dir, rows, cache_path,
+                    progress: bool) -> np.ndarray:
+  """track_fn(waveform at sample_rate) -> [dim] of each row's audio: [n_rows, dim],
+  NaN where the audio is unreadable, cached at cache_path under `name`."""
   import tqdm
   from mt2_jax import audio
   files = [r["file"] for r in rows]
@@ -349,16 +442,28 @@ def extract_chroma(data_dir, rows, cqt, cache_path=None, progress: bool = True) 
   if cache_path is not None:
     cached = _load_cache(cache_path, files)
     if cached is not None:
-      return cached["chroma"]
-  chroma = np.full((len(rows), 12), np.nan, np.float32)
-  for i, f in enumerate(tqdm.tqdm(files, unit="file", desc="chroma", disable=not progress)):
+      return cached[name]
+  out = np.full((len(rows), dim), np.nan, np.float32)
+  for i, f in enumerate(tqdm.tqdm(files, unit="file", desc=name, disable=not progress)):
     try:
-      chroma[i] = track_chroma(audio.load_audio(pathlib.Path(data_dir) / f, cqt.sample_rate), cqt)
+      out[i] = track_fn(audio.load_audio(pathlib.Path(data_dir) / f, sample_rate))
     except audio.AudioError as e:
       logging.warning("skipped %s: %s", f, e)
   if cache_path is not None:
-    _save_cache(cache_path, files, {"chroma": chroma})
-  return chroma
+    _save_cache(cache_path, files, {name: out})
+  return out
+
+
+def extract_chroma(data_dir, rows, cqt, cache_path=None, progress: bool = True) -> np.ndarray:
+  """Mean chroma [n_rows, 12] of each row's audio (for kk_chroma), cached."""
+  return _extract_tracks("chroma", lambda x: track_chroma(x, cqt), 12, cqt.sample_rate, data_dir,
+                         rows, cache_path, progress)
+
+
+def extract_mfcc(data_dir, rows, sample_rate: int, cache_path=None, progress: bool = True) -> np.ndarray:
+  """MFCC stats [n_rows, 40] of each row's audio at sample_rate (track_mfcc), cached."""
+  return _extract_tracks("mfcc", lambda x: track_mfcc(x, sample_rate), 40, sample_rate, data_dir,
+                         rows, cache_path, progress)
 
 
 def _valid(task: TaskData, arrays: Sequence[np.ndarray]) -> TaskData:
@@ -369,12 +474,27 @@ def _valid(task: TaskData, arrays: Sequence[np.ndarray]) -> TaskData:
   return dataclasses.replace(task, index=task.index[ok], y=task.y[ok], split=task.split[ok])
 
 
+def _usable(task: TaskData) -> bool:
+  """Whether a task has train and test examples (a tiny corpus may lack some)."""
+  if (task.split == "train").any() and (task.split == "test").any():
+    return True
+  logging.warning("task %s skipped: no train or no test examples", task.name)
+  return False
+
+
 # -- One model, all tasks. --------------------------------------------------------
 
-def probe_features(model_name: str, features: dict[str, np.ndarray], rows, tasks: Sequence[str],
-                   feature_names: Sequence[str] | None = None) -> list[dict[str, Any]]:
-  """Probes every feature on every task; plus the zero-shot readout for key.
+def head_omegas(config) -> dict[str, float]:
+  """{'head_<loss>': omega} of a run's CPSD losses (for the phase readout)."""
+  return {f"head_{n}": l.get("omega", 7 / 12) for n, l in config.losses.items() if l.kind == "cpsd"}
 
+
+def probe_features(model_name: str, features: dict[str, np.ndarray], rows, tasks: Sequence[str],
+                   feature_names: Sequence[str] | None = None,
+                   omegas: dict[str, float] | None = None) -> list[dict[str, Any]]:
+  """Probes every feature on every task; plus the zero-shot readouts for key.
+
+  omegas: {'head_<loss>': omega} (`head_omegas`); a head not in it: 7/12.
   Returns result rows {model, feature, task, <metric>: value, ...}.
   """
   feature_names = [n for n in (feature_names or features) if not n.startswith("head_")]
@@ -383,23 +503,50 @@ def probe_features(model_name: str, features: dict[str, np.ndarray], rows, tasks
     base = task_data(task_name, rows)
     for name in feature_names:
       t = _valid(base, [features[name]])
+      if not _usable(t):
+        continue
       results.append({"model": model_name, "feature": name, "task": task_name,
                       **probe_feature(t, features[name])})
     if task_name == "key":
       for head in sorted(n for n in features if n.startswith("head_")):
         t = _valid(base, [features[head]])
+        if not _usable(t):
+          continue
+        omega = (omegas or {}).get(head, 7 / 12)
         results.append({"model": model_name, "feature": f"zero-shot ({head})", "task": "key",
                         **zero_shot_key(t, features[head])})
+        if round(omega * 12) in (1, 5, 7, 11):
+          results.append({"model": model_name, "feature": f"zero-shot phase ({head})",
+                          "task": "key", **zero_shot_key(t, features[head], "phase", omega)})
   return results
 
 
+def reference_rows(data_dir, rows, cqt, cache_dir, tasks: Sequence[str],
+                   progress: bool = True) -> list[dict[str, Any]]:
+  """The rows without a model: 'KK chroma template' on key, 'MFCC stats' on every task.
+
+  Audio is read at cqt.sample_rate (the model's); chroma and MFCCs are cached
+  in cache_dir, keyed by the data's fingerprint.
+  """
+  cache_dir = pathlib.Path(cache_dir)
+  fp = data_fingerprint(data_dir, rows)
+  results = []
+  if "key" in tasks:
+    chroma = extract_chroma(data_dir, rows, cqt, cache_dir / f"chroma_{fp}.npz", progress)
+    task = _valid(task_data("key", rows), [chroma])
+    results.append({"model": "KK chroma template", "feature": "chroma", "task": "key",
+                    **kk_key(task, chroma)})
+  mfcc = extract_mfcc(data_dir, rows, cqt.sample_rate, cache_dir / f"mfcc_{fp}.npz", progress)
+  return results + probe_features("MFCC stats", {"mfcc": mfcc}, rows, tasks)
+
+
 def probe_run(workdir, data_dir, tasks: Sequence[str] = ("key",), step: int | None = None,
-              untrained: bool = True, kk: bool = True, name: str | None = None,
+              untrained: bool = True, references: bool = True, name: str | None = None,
               embedder: embed_lib.Embedder | None = None, progress: bool = True) -> list[dict[str, Any]]:
   """All probes of one run (its latest checkpoint), features cached in the run.
 
   name labels the run's rows (default: the workdir's name); untrained adds
-  rows for '<name> (untrained)'; kk adds the 'KK chroma template' key row.
+  rows for '<name> (untrained)'; references adds reference_rows.
   """
   workdir = pathlib.Path(workdir)
   name = name or workdir.name
@@ -409,27 +556,27 @@ def probe_run(workdir, data_dir, tasks: Sequence[str] = ("key",), step: int | No
   embedder = embedder or embed_lib.Embedder.from_run(workdir, step)
   feats = extract_features(embedder, data_dir, rows, cache / f"features_step{embedder.step}_{fp}.npz",
                            progress)
-  results = probe_features(name, feats, rows, tasks, embedder.feature_names)
+  results = probe_features(name, feats, rows, tasks, embedder.feature_names, head_omegas(embedder.config))
   if untrained:
     ref = embed_lib.Embedder.untrained(embedder.config)
     ref_feats = extract_features(ref, data_dir, rows, cache / f"features_untrained_{fp}.npz", progress)
-    results += probe_features(f"{name} (untrained)", ref_feats, rows, tasks, ref.feature_names)
-  if kk and "key" in tasks:
-    chroma = extract_chroma(data_dir, rows, embedder.cqt, cache / f"chroma_{fp}.npz", progress)
-    task = _valid(task_data("key", rows), [chroma])
-    results.append({"model": "KK chroma template", "feature": "chroma", "task": "key",
-                    **kk_key(task, chroma)})
+    results += probe_features(f"{name} (untrained)", ref_feats, rows, tasks, ref.feature_names,
+                              head_omegas(ref.config))
+  if references:
+    results += reference_rows(data_dir, rows, embedder.cqt, cache, tasks, progress)
   return results
 
 
 # -- Reports. ------------------------------------------------------------------
 
 COLUMNS = (("key", "key (MIREX)"), ("key_signature", "key signature (acc)"),
-           ("instrument", "instrument (acc)"), ("pitch", "pitch (acc)"))
+           ("instrument", "instrument (acc)"), ("chorale_instrument", "chorale instrument (acc)"),
+           ("pitch", "pitch (acc)"))
 
 
-def table(results: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-  """(header, rows) with one row per (model, feature), one column per metric present."""
+def _cells(results: Sequence[dict[str, Any]]):
+  """(metrics [(metric, title)] present, row keys [(model, feature)] in order,
+  {row key: {metric: (score, [lo, hi] or None)}})."""
   metrics = [(m, title) for m, title in COLUMNS if any(m in r for r in results)]
   order, cells = [], {}
   for r in results:
@@ -439,9 +586,17 @@ def table(results: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]
       cells[k] = {}
     for m, _ in metrics:
       if m in r:
-        cells[k][m] = r[m]
+        cells[k][m] = (r[m], r.get(ci_name(m)))
+  return metrics, order, cells
+
+
+def table(results: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+  """(header, rows) with one row per (model, feature), one column per metric
+  present; a cell reads `score [lo-hi]`."""
+  metrics, order, cells = _cells(results)
+  fmt = lambda v, ci: f"{v:.3f}" + (f" [{ci[0]:.2f}-{ci[1]:.2f}]" if ci else "")
   header = ["model", "feature"] + [title for _, title in metrics]
-  body = [[model, feat] + [f"{cells[(model, feat)][m]:.3f}" if m in cells[(model, feat)] else ""
+  body = [[model, feat] + [fmt(*cells[(model, feat)][m]) if m in cells[(model, feat)] else ""
                            for m, _ in metrics]
           for model, feat in order]
   return header, body
@@ -455,38 +610,104 @@ def markdown(results: Sequence[dict[str, Any]]) -> str:
 
 
 def plot(results: Sequence[dict[str, Any]], path) -> None:
-  """One horizontal bar panel per metric, one bar per (model, feature)."""
+  """One horizontal bar panel per metric, one bar per (model, feature), 95% intervals as error bars."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  header, body = table(results)
-  metrics = header[2:]
-  labels = [f"{m} / {f}" for m, f, *_ in body]
-  fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics) + 3, 0.3 * len(body) + 1.5),
+  metrics, order, cells = _cells(results)
+  labels = [f"{m} / {f}" for m, f in order]
+  colors = ["0.6" if any(s in l for s in ("untrained", "KK", "MFCC")) else f"C{i % 10}"
+            for i, l in enumerate(labels)]
+  fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics) + 3, 0.3 * len(order) + 1.5),
                            sharey=True, squeeze=False)
-  for j, (ax, title) in enumerate(zip(axes[0], metrics)):
-    values = [float(row[2 + j]) if row[2 + j] else np.nan for row in body]
-    colors = ["0.6" if "untrained" in l or "KK" in l else f"C{i % 10}"
-              for i, l in enumerate(labels)]
-    ax.barh(np.arange(len(body)), np.nan_to_num(values), color=colors)
+  for ax, (m, title) in zip(axes[0], metrics):
+    got = [cells[k].get(m, (np.nan, None)) for k in order]
+    values = np.array([v for v, _ in got])
+    err = np.array([[v - ci[0], ci[1] - v] if ci else [0.0, 0.0] for v, ci in got]).T  # [2, rows]
+    ax.barh(np.arange(len(order)), np.nan_to_num(values), xerr=err, color=colors,
+            error_kw=dict(ecolor="0.2", elinewidth=1, capsize=2))
     ax.set_xlim(0, 1)
     ax.set_title(title)
     ax.grid(axis="x", alpha=0.3)
-  axes[0][0].set_yticks(np.arange(len(body)), labels, fontsize=8)
+  axes[0][0].set_yticks(np.arange(len(order)), labels, fontsize=8)
   axes[0][0].invert_yaxis()
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
 
 
-def write_report(results: Sequence[dict[str, Any]], out_dir) -> dict[str, str]:
-  """results.json, results.md and probe.png in out_dir; returns their paths."""
+def findings(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+  """The paper's findings, checked in kind on `mt2 demo`'s results (its model names).
+
+  Each: {claim, a, a_label, b, b_label, holds}: the claim is a > b (a >= b
+  where it says "at least as good"); holds is None where a score is missing
+  (a task or model not probed). Scores are the headline metric of each task
+  (MIREX for key, accuracy otherwise), point estimates.
+  """
+  def get(model, feature, task):
+    return next((r[task] for r in results
+                 if (r["model"], r["feature"], r["task"]) == (model, feature, task) and task in r), None)
+
+  def best(models, task, exclude=()):
+    """(score, 'model feature') of the best probed feature of any of models."""
+    scored = [(r[task], f"{r['model']} {r['feature']}") for r in results
+              if r["model"] in models and r["task"] == task and task in r and r["feature"] not in exclude]
+    return max(scored, key=lambda s: s[0]) if scored else (None, " / ".join(models))  # Ties: first.
+
+  out = []
+
+  def check(claim, a, b, at_least=False):
+    (a, a_label), (b, b_label) = a, b
+    holds = None if a is None or b is None else bool(a >= b if at_least else a > b)
+    out.append(dict(claim=claim, a=a, a_label=a_label, b=b, b_label=b_label, holds=holds))
+
+  token = lambda feature, task: (get("mt2", feature, task), f"mt2 {feature}")
+  eq, con = "cls_equivariant", "cls_contrastive"
+  check("key: the equivariant token beats the contrastive token", token(eq, "key"), token(con, "key"))
+  check("key: the equivariant token beats the untrained model's best feature", token(eq, "key"),
+        best(["mt2 (untrained)"], "key"))
+  check("chorale instrument: the contrastive token beats the equivariant token",
+        token(con, "chorale_instrument"), token(eq, "chorale_instrument"))
+  check("note instrument: the contrastive token beats the equivariant token",
+        token(con, "instrument"), token(eq, "instrument"))
+  tasks = ("key", "chorale_instrument", "instrument")
+  for task in tasks:
+    check(f"{task.replace('_', ' ')}: MT2's best feature is at least as good as both "
+          "single-token models'",
+          best(["mt2"], task), best(["contrastive_only", "equivariant_only"], task), at_least=True)
+  # cls_mean against MT2's best other feature, on the task where it comes closest.
+  pairs = {t: (token("cls_mean", t), best(["mt2"], t, exclude=("cls_mean",))) for t in tasks}
+  margin = lambda t: (-np.inf if None in (pairs[t][0][0], pairs[t][1][0])
+                      else pairs[t][0][0] - pairs[t][1][0])
+  task = max(tasks, key=margin)
+  check(f"the token average is MT2's best feature on at least one task (closest: {task})",
+        *pairs[task], at_least=True)
+  check("key: the equivariant token beats the KK chroma template", token(eq, "key"),
+        (get("KK chroma template", "chroma", "key"), "KK chroma template"))
+  check("chorale instrument: the contrastive token beats MFCC stats", token(con, "chorale_instrument"),
+        (get("MFCC stats", "mfcc", "chorale_instrument"), "MFCC stats"))
+  return out
+
+
+def findings_markdown(items: Sequence[dict[str, Any]]) -> str:
+  """A Markdown list, a line per finding: yes / no / n/a, claim, the two scores."""
+  num = lambda v: "n/a" if v is None else f"{v:.3f}"
+  lines = ["## Findings (the paper's, in kind, on point scores)", ""]
+  lines += [f"- **{'n/a' if f['holds'] is None else 'yes' if f['holds'] else 'no'}** {f['claim']}: "
+            f"{num(f['a'])} ({f['a_label']}) vs {num(f['b'])} ({f['b_label']})" for f in items]
+  return "\n".join(lines) + "\n"
+
+
+def write_report(results: Sequence[dict[str, Any]], out_dir, with_findings: bool = False) -> dict[str, str]:
+  """results.json, results.md (findings below the table if asked) and probe.png
+  in out_dir; returns their paths."""
   out_dir = pathlib.Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   paths = {"json": out_dir / "results.json", "markdown": out_dir / "results.md",
            "chart": out_dir / "probe.png"}
   paths["json"].write_text(json.dumps(list(results), indent=1))
-  paths["markdown"].write_text(markdown(results))
+  notes = "\n" + findings_markdown(findings(results)) if with_findings else ""
+  paths["markdown"].write_text(markdown(results) + notes)
   plot(results, paths["chart"])
   return {k: str(v) for k, v in paths.items()}
 
@@ -499,8 +720,8 @@ def main(argv: Sequence[str]) -> None:
       raise app.UsageError(f"--{name} is required: mt2 probe --workdir=RUN --data DIR --task key")
   tasks = list(FLAGS.task)
   for t in tasks:
-    if t not in ("key", "instrument", "pitch"):
-      raise app.UsageError(f"--task: unknown {t!r}; known: key, instrument, pitch")
+    if t not in TASKS:
+      raise app.UsageError(f"--task: unknown {t!r}; known: {', '.join(TASKS)}")
   results = probe_run(FLAGS.workdir, FLAGS.data, tasks, step=FLAGS.step, untrained=FLAGS.untrained)
   paths = write_report(results, FLAGS.out or pathlib.Path(FLAGS.workdir) / "probe")
   print(markdown(results))
@@ -509,7 +730,8 @@ def main(argv: Sequence[str]) -> None:
 
 __all__ = [
     "read_examples", "task_data", "TaskData", "fit_linear_probe", "probe_feature", "score",
-    "zero_shot_key", "kk_key_scores", "kk_key", "track_chroma", "extract_features",
-    "extract_chroma", "probe_features", "probe_run", "markdown", "plot", "write_report",
-    "key_class", "key_name", "key_signature",
+    "track_scores", "bootstrap_ci", "ci_name", "summarize", "zero_shot_key", "kk_key_scores",
+    "kk_key", "track_chroma", "track_mfcc", "extract_features", "extract_chroma", "extract_mfcc",
+    "probe_features", "reference_rows", "probe_run", "markdown", "plot", "findings",
+    "findings_markdown", "write_report", "key_class", "key_name", "key_signature", "TASKS",
 ]

@@ -9,6 +9,12 @@ step, rng) and the data-iterator position are checkpointed together with
 Orbax every `checkpoint_every` steps and on SIGTERM; starting again with the
 same workdir resumes exactly where the run stopped. Only process 0 writes
 `metrics.jsonl`, TensorBoard events and the progress bar.
+
+Besides the losses it watches the equivariant head (mt2_jax.diagnostics): each
+CPSD loss's diagnostics are logged with it, a CPSD loss stuck at the
+constant-head score (2.777) for a long stretch logs one warning, and with
+`config.eval.data_dir` set the zero-shot key-signature accuracy of each CPSD
+head on that labelled split is logged every `config.eval.every` steps.
 """
 
 import json
@@ -48,7 +54,7 @@ def init_distributed(coordinator_address=None, num_processes=None, process_id=No
 def check_runnable(config) -> None:
   """Checks that need the devices and the data directory; errors name the key."""
   import jax
-  from mt2_jax import config_validation
+  from mt2_jax import config_validation, diagnostics
   config_validation.validate(config)
   n = jax.device_count()
   if config.batch_size % n:
@@ -63,6 +69,7 @@ def check_runnable(config) -> None:
   for key in ("total_steps", "checkpoint_every", "log_every", "keep_checkpoints"):
     if not isinstance(config[key], int) or config[key] <= 0:
       raise ValueError(f"config.{key}: must be a positive integer, got {config[key]!r}")
+  diagnostics.check_eval_data(config)
 
 
 class MetricsWriter:
@@ -70,11 +77,12 @@ class MetricsWriter:
 
   def __init__(self, workdir: pathlib.Path, resume_step: int):
     self.path = workdir / "metrics.jsonl"
+    self.rows = []  # What earlier runs logged up to resume_step, oldest first.
     # Lines logged after the checkpoint we resume from are replayed by this run.
     if self.path.exists():
-      keep = [l for l in self.path.read_text().splitlines()
-              if l.strip() and json.loads(l)["step"] <= resume_step]
-      self.path.write_text("".join(l + "\n" for l in keep))
+      self.rows = [json.loads(l) for l in self.path.read_text().splitlines() if l.strip()]
+      self.rows = [r for r in self.rows if r["step"] <= resume_step]
+      self.path.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
     from tensorboardX import SummaryWriter
     self.tb = SummaryWriter(os.fspath(workdir / "tensorboard"))
 
@@ -120,10 +128,19 @@ def _check_finite(step: int, metrics: dict[str, float]) -> None:
         f"stopping. The last good checkpoint is kept.")
 
 
+def _watch_collapse(detectors, step: int, metrics: dict[str, float]) -> None:
+  """Feeds each CPSD loss's logged value to its detector; logs its one warning."""
+  for detector in detectors:
+    if detector.name in metrics:
+      warning = detector.update(step, metrics[detector.name])
+      if warning:
+        logging.warning("step %d: %s", step, warning)
+
+
 def train(config, workdir, progress: bool = True) -> dict[str, Any]:
   """Pretrains (or resumes) in `workdir`; returns the last step's metrics."""
   import jax
-  from mt2_jax import checkpoint, model as model_lib, pipeline, train_step
+  from mt2_jax import checkpoint, diagnostics, model as model_lib, pipeline, train_step
 
   check_runnable(config)
   workdir = pathlib.Path(workdir)
@@ -134,6 +151,7 @@ def train(config, workdir, progress: bool = True) -> dict[str, Any]:
 
   mesh = train_step.make_mesh(config)
   model = model_lib.build_model(config)
+  evaluate = diagnostics.make_eval(config, model, mesh)  # Loads its split now: errors come early.
   tx = train_step.make_optimizer(config)
   data = pipeline.make_iterator(config, mesh)  # Reports too-short records, checks the CQT.
   ckpt = checkpoint.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
@@ -146,6 +164,10 @@ def train(config, workdir, progress: bool = True) -> dict[str, Any]:
   step_fn = train_step.make_train_step(config, model, tx, mesh)
 
   writer = MetricsWriter(workdir, start) if is_main else None
+  cpsd_names = diagnostics.cpsd_losses(config)
+  detectors = diagnostics.collapse_detectors(config) if is_main else []
+  for row in (writer.rows if writer else ()):  # A resumed run judges its whole history.
+    _watch_collapse(detectors, row["step"], row)
   bar = None
   if is_main and progress:
     from tqdm import tqdm
@@ -156,8 +178,9 @@ def train(config, workdir, progress: bool = True) -> dict[str, Any]:
   pending = []  # (step, device metrics) not yet checked for finiteness.
   t_log, steps_since_log = time.time(), 0
 
-  def flush() -> None:
-    """Fetches pending metrics, stops on a non-finite loss, logs the last one."""
+  def flush(extra: dict[str, float] | None = None) -> None:
+    """Fetches pending metrics, stops on a non-finite loss, logs the last one
+    (with `extra`, the eval's metrics of that step, logged whatever the step)."""
     nonlocal last, t_log, steps_since_log
     for s, m in pending:
       last = {k: float(v) for k, v in jax.device_get(m).items()}
@@ -167,10 +190,13 @@ def train(config, workdir, progress: bool = True) -> dict[str, Any]:
       dt = max(time.time() - t_log, 1e-9)
       last["views_per_sec"] = views_per_step * steps_since_log / dt
       last["steps_per_sec"] = steps_since_log / dt
-      if writer is not None and (s % config.log_every == 0 or s == config.total_steps):
+      last.update(extra or {})
+      if writer is not None and (s % config.log_every == 0 or s == config.total_steps or extra):
         writer.write(s, last)
+        _watch_collapse(detectors, s, last)
       if bar is not None:
-        bar.set_postfix(loss=f"{last['loss']:.4f}", views_s=f"{last['views_per_sec']:.0f}")
+        bar.set_postfix(**diagnostics.progress_postfix(last, cpsd_names),
+                        views_s=f"{last['views_per_sec']:.0f}")
       pending.clear()
       t_log, steps_since_log = time.time(), 0
 
@@ -185,8 +211,14 @@ def train(config, workdir, progress: bool = True) -> dict[str, Any]:
         bar.update(1)
       stop = preemption.should_stop()
       save = step % config.checkpoint_every == 0 or step == config.total_steps or stop
-      if step % config.log_every == 0 or save:
-        flush()  # Never checkpoint a state whose loss went non-finite.
+      extra = None
+      if evaluate is not None and step % config.eval.every == 0:
+        jax.block_until_ready(state.params)  # The step's time stays the step's.
+        t_eval = time.time()
+        extra = evaluate(state.params)
+        t_log += time.time() - t_eval  # Not counted in the training speed.
+      if step % config.log_every == 0 or save or extra:
+        flush(extra)  # Never checkpoint a state whose loss went non-finite.
       if save:
         ckpt.save(step, state, data)
       if stop:

@@ -15,7 +15,8 @@ def test_demo_smoke_end_to_end_and_resumes(tmp_path, capsys):
   results = first["results"]
 
   models = {r["model"] for r in results}
-  assert models == {"mt2", "contrastive_only", "equivariant_only", "mt2 (untrained)", "KK chroma template"}
+  assert models == {"mt2", "contrastive_only", "equivariant_only", "mt2 (untrained)", "KK chroma template",
+                    "MFCC stats"}
   features = {(r["model"], r["feature"]) for r in results}
   assert ("mt2", "cls_equivariant") in features and ("mt2", "cls_contrastive") in features
   assert ("contrastive_only", "cls_contrastive") in features

@@ -53,7 +53,8 @@ def test_cpsd_is_zero_for_exactly_equivariant_outputs(omega):
   # Pitch class q of A appears as q - d in A'.
   loss, aux = losses.cpsd(_one_hot(q), _one_hot(q), _one_hot(q - d), d, omega=omega)
   assert float(loss) == pytest.approx(0.0, abs=1e-5)
-  assert set(aux) == {"cpsd_pos", "cpsd_eq_a", "cpsd_eq_b"}
+  assert set(aux) == {"cpsd_pos", "cpsd_eq_a", "cpsd_eq_b", "cpsd_abs_z", "cpsd_spread",
+                      "cpsd_argmax_moves"}
 
 
 def test_cpsd_is_positive_for_the_wrong_direction_or_a_key_change():
@@ -179,8 +180,8 @@ def test_objective_metrics_and_weighted_total():
   batch = _batch(np.random.default_rng(10), 4, 16)
   params = jax.jit(model.init)(jax.random.key(0), batch["x_a"][:1])["params"]
   total, metrics = jax.jit(objective.make_loss_fn(config, model))(params, batch, jax.random.key(1))
-  assert set(metrics) == {"loss", "cpsd", "cpsd_pos", "cpsd_eq_a", "cpsd_eq_b", "ntxent", "ntxent_acc",
-                          "ntxent_pos_cos"}
+  assert set(metrics) == {"loss", "cpsd", "cpsd_pos", "cpsd_eq_a", "cpsd_eq_b", "cpsd_abs_z",
+                          "cpsd_spread", "cpsd_argmax_moves", "ntxent", "ntxent_acc", "ntxent_pos_cos"}
   assert float(total) == pytest.approx(float(metrics["cpsd"]) + 0.5 * float(metrics["ntxent"]), rel=1e-6)
   assert float(metrics["loss"]) == float(total)
   # The losses read the heads of the three views in order [A; B; A'].
@@ -191,3 +192,16 @@ def test_objective_metrics_and_weighted_total():
   z = out["head_ntxent"]
   expected, _ = losses.nt_xent(z[:4], z[4:8], 0.1, extra_views=(z[8:],))
   assert float(metrics["ntxent"]) == pytest.approx(float(expected), rel=1e-4)
+
+
+def test_circle_spread_hinge_acts_at_collapse_only():
+  """Large with a gradient at a constant head, 0 for profiles spread around the circle."""
+  from mt2_jax import losses
+  rng = np.random.default_rng(0)
+  constant = jax.nn.softmax(jnp.asarray(np.tile(rng.standard_normal(12), (48, 1))
+                                        + 1e-3 * rng.standard_normal((48, 12)), jnp.float32))
+  assert float(losses.circle_spread_hinge(constant)) > 0.45
+  grad = jax.grad(losses.circle_spread_hinge)(constant)
+  assert float(jnp.abs(grad).max()) > 0
+  spread = jnp.asarray(np.eye(12)[rng.integers(0, 12, 48)] * 0.9 + 0.1 / 12, jnp.float32)
+  assert float(losses.circle_spread_hinge(spread)) == 0.0

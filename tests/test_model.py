@@ -292,3 +292,82 @@ def test_fsdp_sharded_forward_matches_unsharded():
   x_sharded = jax.device_put(x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp"))))
   apply = jax.jit(lambda p, x: model.apply({"params": p}, x)["cls_mean"])
   np.testing.assert_allclose(apply(sharded, x_sharded), apply(params, x), atol=1e-5)
+
+
+# -- Making the equivariant token learnable (docs/experiments.md). ------------
+
+def test_pitch_embed_rolls_with_the_crop():
+  """A crop s bins higher rolls the [12 x c] pitch-class layout by s (input periodic in 12 bins)."""
+  embed = model_lib.PitchEmbed(channels=3)
+  rng = np.random.default_rng(0)
+  x = np.tile(rng.random((2, 5, 12), dtype=np.float32), (1, 1, 9))  # [B, T, 108], period 12.
+  params = embed.init(jax.random.key(0), x[..., :84])
+  base = np.asarray(embed.apply(params, x[..., :84])).reshape(2, 5, 12, 3)
+  for s in (1, 5, 11):
+    shifted = np.asarray(embed.apply(params, x[..., s:s + 84])).reshape(2, 5, 12, 3)
+    np.testing.assert_allclose(shifted, np.roll(base, -s, axis=2), atol=1e-5)
+  # The contrast step: every channel has zero mean and (up to the epsilon) unit
+  # variance over the 12 classes.
+  np.testing.assert_allclose(base.mean(2), 0, atol=1e-5)
+  assert 0.9 < base.var(2).min() and base.var(2).max() <= 1 + 1e-5
+  assert not np.allclose(base[..., 0, :], base[..., 1, :])  # It still tells pitch classes apart.
+
+
+def test_shared_equivariant_head_rolls_the_profile():
+  head = model_lib.EquivariantHead("shared", pitch_channels=4)
+  rng = np.random.default_rng(1)
+  pitch, rest = rng.standard_normal((3, 12, 4)), rng.standard_normal((3, 7))
+  feature = lambda p: jnp.asarray(np.concatenate([p.reshape(3, 48), rest], 1), jnp.float32)
+  params = head.init(jax.random.key(0), feature(pitch))
+  y = np.asarray(head.apply(params, feature(pitch)))
+  np.testing.assert_allclose(y.sum(1), 1, atol=1e-6)
+  for s in (1, 7):
+    y_s = np.asarray(head.apply(params, feature(np.roll(pitch, s, axis=1))))
+    np.testing.assert_allclose(y_s, np.roll(y, s, axis=1), atol=1e-6)
+  assert np.ptp(y, axis=1).min() > 1e-3  # Not uniform: it reads the pitch classes.
+
+
+def test_layerscale_starts_blocks_near_the_identity():
+  x = jnp.asarray(_views(b=2, frames=6).transpose(0, 2, 1)[..., :32])  # [B, L, d=32]
+  for scale, close in ((1e-6, True), (0.0, False)):
+    block = model_lib.EncoderBlock(num_heads=2, mlp_dim=64, layerscale=scale)
+    variables = block.init(jax.random.key(0), x)
+    assert ("ls1" in variables["params"]) == bool(scale)
+    out = block.apply(variables, x)
+    assert np.allclose(out, x, atol=1e-4) == close
+
+
+@pytest.mark.parametrize("patch_embed", ["pitch", "hybrid"])
+def test_pitch_structured_models_count_their_parameters(patch_embed):
+  """tiny: the dense part shrinks by the pitch part's 12c dims; LayerScale adds 2d per block."""
+  config = _config(f"variant=tiny,model.patch_embed={patch_embed},model.layerscale=0.01")
+  params = model_lib.abstract_variables(model_lib.build_model(config), 84, 646)["params"]
+  d, depth = 192, 12
+  c = model_lib.pitch_embed_channels(patch_embed, d)
+  assert c == {"pitch": 16, "hybrid": 8}[patch_embed]
+  dense = d - 12 * c
+  expected = (PINNED_BACKBONE_PARAMS["tiny"] - (84 * d + d) + (84 * dense + dense if dense else 0)
+              + 2 * c + depth * 2 * d)
+  assert model_lib.count_params(params["backbone"]) == expected
+
+
+@pytest.mark.parametrize("arg, key", [
+    ("model.patch_embed=pitch", "model.pitch_channels"),  # 12 x 2 != width 32.
+    ("model.patch_embed=bogus", "model.patch_embed"),
+    ("model.patch_embed=hybrid,model.pitch_channels=3", "model.pitch_channels"),  # 36 > 32.
+    ("model.layerscale=-1", "model.layerscale"),
+    ("model.patch_embed=dense,losses.cpsd.head=shared", "losses.cpsd.head"),
+    ("losses.cpsd.spread_weight=-1", "losses.cpsd.spread_weight"),
+])
+def test_learnability_knobs_are_validated(arg, key):
+  from mt2_jax import config_validation
+  with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+    config_validation.validate(_config(f"runlocal,{arg}"))
+
+
+def test_paper_preset_is_the_papers_architecture():
+  config = _config("runlocal,paper")
+  assert config.model.patch_embed == "dense" and config.model.layerscale == 0
+  assert config.losses.cpsd.head == "dense" and config.losses.cpsd.spread_weight == 0
+  params = _params(model_lib.build_model(config))
+  assert "pitch_embed" not in params["backbone"] and "ls1" not in params["backbone"]["block00"]

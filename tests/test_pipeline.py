@@ -380,3 +380,30 @@ def test_record_lengths_from_parts(data_dir, tmp_path):
     p.write_text(json.dumps(part))
   np.testing.assert_array_equal(pipeline.record_lengths(copy, "train"), np.add(truth, 1000))
   assert not (copy / "_cache").exists()
+
+
+def _fold_profile(x, sharpness=10.0):
+  """An exactly shift-equivariant head: [B, 84, T] -> softmax of the 12-bin chroma fold."""
+  x = np.asarray(x, np.float32).mean(-1)  # [B, 84]
+  chroma = x.reshape(x.shape[0], -1, 12).sum(1)
+  chroma = (chroma - chroma.mean(1, keepdims=True)) / (chroma.std(1, keepdims=True) + 1e-6)
+  e = np.exp(sharpness * chroma)
+  return e / e.sum(1, keepdims=True)
+
+
+def test_shift_convention_end_to_end_with_an_equivariant_head(data_dir):
+  """The pipeline's views, an exactly equivariant profile and losses.cpsd agree on the sign.
+
+  Collapse (the best input-independent head) scores 2.777; this head must beat
+  it clearly, and score clearly worse with the shift negated.
+  """
+  from mt2_jax import losses
+  batches, _ = take(make_config(data_dir, max_offset=12), 4)
+  right, wrong = [], []
+  for b in batches:
+    y_a, y_b, y_s = (_fold_profile(b[k]) for k in ("x_a", "x_b", "x_a_shift"))
+    right.append(float(losses.cpsd(y_a, y_b, y_s, b["shift"])[0]))
+    wrong.append(float(losses.cpsd(y_a, y_b, y_s, -b["shift"])[0]))
+  # Measured: 1.48 and 3.91 (leakage between the CQT bins of pure tones keeps
+  # the profile from being a perfect one-hot).
+  assert np.mean(right) < 2.0 < 2.777 < 3.2 < np.mean(wrong), (right, wrong)

@@ -157,10 +157,144 @@ def test_report_files(tmp_path):
       {"model": "mt2", "feature": "cls_mean", "task": "key", "key": 0.5, "key_signature": 0.6},
       {"model": "mt2", "feature": "cls_mean", "task": "instrument", "instrument": 0.9},
       {"model": "KK chroma template", "feature": "chroma", "task": "key", "key": 0.7, "key_signature": 0.8},
+      {"model": "MFCC stats", "feature": "mfcc", "task": "chorale_instrument", "chorale_instrument": 0.711,
+       "accuracy_ci": [0.6152, 0.8049], "n_test": 40},
   ]
   paths = probe.write_report(results, tmp_path)
   md = open(paths["markdown"]).read().splitlines()
-  assert md[0] == "| model | feature | key (MIREX) | key signature (acc) | instrument (acc) |"
-  assert md[2] == "| mt2 | cls_mean | 0.500 | 0.600 | 0.900 |"
-  assert md[3] == "| KK chroma template | chroma | 0.700 | 0.800 |  |"
+  assert md[0] == ("| model | feature | key (MIREX) | key signature (acc) | instrument (acc) "
+                   "| chorale instrument (acc) |")
+  assert md[2] == "| mt2 | cls_mean | 0.500 | 0.600 | 0.900 |  |"
+  assert md[3] == "| KK chroma template | chroma | 0.700 | 0.800 |  |  |"
+  assert md[4] == "| MFCC stats | mfcc |  |  |  | 0.711 [0.62-0.80] |"
+  assert "Findings" not in open(paths["markdown"]).read()
   assert open(paths["chart"], "rb").read(4) == b"\x89PNG"
+  paths = probe.write_report(results, tmp_path, with_findings=True)
+  assert "## Findings" in open(paths["markdown"]).read()
+
+
+def test_chorale_instrument_task_is_chorales_split_by_the_split_column():
+  rows = note_rows(n_per_class=4, classes=("organ", "piano", "guitar"))
+  chorale_inst = ("organ", "piano", "flute")  # guitar: notes only; flute: chorales only.
+  for piece in range(6):
+    for v in range(3):
+      rows.append({"file": f"chorales/p{piece}_v{v}.flac", "set": "chorale", "piece": f"p{piece}",
+                   "split": ("train", "train", "train", "train", "validation", "test")[piece],
+                   "instrument": chorale_inst[v], "key": "C major"})
+  task = probe.task_data("chorale_instrument", rows)
+  chosen = [rows[i] for i in task.index]
+  assert len(chosen) == 18 + 1 and all(r["set"] == "chorale" for r in chosen)  # + note_rows' chorale.
+  np.testing.assert_array_equal(task.split, [r["split"] for r in chosen])
+  assert task.classes == ["flute", "organ", "piano"]
+  assert [task.classes[c] for c in task.y] == [r["instrument"] for r in chosen]
+  test_pieces = {r["piece"] for r in chosen if r["split"] == "test" and "piece" in r}
+  assert test_pieces == {"p5"}  # Whole pieces held out, as labelled.
+  notes = probe.task_data("instrument", rows)  # The note task is unchanged: notes only.
+  assert all(rows[i]["set"] == "note" for i in notes.index) and "flute" not in notes.classes
+
+
+def test_a_task_without_test_examples_is_skipped():
+  rows = key_rows(60)
+  for r in rows:
+    r["instrument"] = "organ" if int(r["file"][2:-5]) % 2 else "piano"
+    r["split"] = "train" if r["split"] == "test" else r["split"]
+  feats = {"f": np.random.default_rng(0).standard_normal((len(rows), 4)),
+           "head_cpsd": np.random.default_rng(1).random((len(rows), 12))}
+  assert probe.probe_features("m", feats, rows, ["key", "chorale_instrument"]) == []
+  rows[0]["split"] = "test"
+  got = probe.probe_features("m", feats, rows, ["key", "chorale_instrument"])
+  assert {(r["feature"], r["task"]) for r in got} == {
+      ("f", "key"), ("zero-shot (head_cpsd)", "key"), ("f", "chorale_instrument")}
+
+
+def test_bootstrap_interval():
+  rng = np.random.default_rng(0)
+  small, large = (rng.random(n) < 0.7 for n in (20, 500))
+  for values in (small, large):
+    lo, hi = probe.bootstrap_ci(values)
+    assert lo < values.mean() < hi
+  width = lambda ci: ci[1] - ci[0]
+  assert width(probe.bootstrap_ci(large)) < 0.5 * width(probe.bootstrap_ci(small))  # ~ 1 / sqrt(n).
+  assert probe.bootstrap_ci(small) == probe.bootstrap_ci(small)  # Seeded.
+  assert probe.bootstrap_ci(np.full(7, 0.3)) == pytest.approx([0.3, 0.3])
+  # Scores carry the interval of their per-track scores: MIREX 1, 0.5 (fifth), 0.3 (relative).
+  c, g, am = (probe.key_class(k) for k in ("C major", "G major", "A minor"))
+  s = probe.score("key", np.array([c, c, c, c]), np.array([c, g, am, c]))
+  assert 0.3 <= s["mirex_ci"][0] < s["key"] < s["mirex_ci"][1] <= 1.0
+  assert s["key_signature_ci"][1] == 1.0 and s["key_signature_ci"][0] < s["key_signature"]
+  s = probe.score("chorale_instrument", np.array([0, 1, 2, 0]), np.array([0, 1, 1, 0]))
+  assert s["chorale_instrument"] == 0.75 and s["accuracy_ci"][0] < 0.75 <= s["accuracy_ci"][1]
+  task = probe.task_data("key", key_rows())
+  zs = probe.zero_shot_key(task, rng.random((len(key_rows()), 12)))
+  assert zs["key_signature_ci"][0] <= zs["key_signature"] <= zs["key_signature_ci"][1]
+
+
+def test_frame_stats_are_exact_over_blocks():
+  x = np.random.default_rng(0).standard_normal(10000)
+  mean, std = probe._frame_stats(x, 1000, lambda b: b[None] * [[1.0], [2.0]], block_seconds=0.7)
+  np.testing.assert_allclose(mean, [x.mean(), 2 * x.mean()], atol=1e-12)
+  np.testing.assert_allclose(std, [x.std(), 2 * x.std()], rtol=1e-9)
+
+
+def test_mfcc_stats_shape_values_and_cache(tmp_path, monkeypatch):
+  import librosa
+  from mt2_jax import audio
+  rows = []
+  for i, minor in enumerate((False, True)):
+    sf.write(tmp_path / f"{i}.wav", progression(i, minor, 0.3, 1), SR)
+    rows.append({"file": f"{i}.wav"})
+  (tmp_path / "bad.wav").write_bytes(b"nope")
+  rows.append({"file": "bad.wav"})
+  cache = tmp_path / "cache" / "mfcc.npz"
+  mfcc = probe.extract_mfcc(tmp_path, rows, SR, cache, progress=False)
+  assert mfcc.shape == (3, 40) and np.all(np.isnan(mfcc[2]))
+  x = audio.load_audio(tmp_path / "0.wav", SR)  # Peak-normalised, as the probes read audio.
+  direct = librosa.feature.mfcc(y=x, sr=SR, n_mfcc=20)
+  np.testing.assert_allclose(mfcc[0, :20], direct.mean(1), rtol=1e-3, atol=1e-2)
+  np.testing.assert_allclose(mfcc[0, 20:], direct.std(1), rtol=1e-3, atol=1e-2)
+  assert not np.allclose(mfcc[0], mfcc[1])
+  monkeypatch.setattr(probe, "track_mfcc", lambda *a, **k: 1 / 0)  # Must not be called.
+  np.testing.assert_array_equal(probe.extract_mfcc(tmp_path, rows, SR, cache, progress=False), mfcc)
+
+
+def demo_results(changes=None):
+  """Hand-made results in which every finding holds, but for changes {(model, feature, task): score}."""
+  scores = {
+      ("mt2", "cls_equivariant", "key"): 0.8, ("mt2", "cls_contrastive", "key"): 0.4,
+      ("mt2", "cls_mean", "key"): 0.7,
+      ("mt2", "cls_equivariant", "chorale_instrument"): 0.5,
+      ("mt2", "cls_contrastive", "chorale_instrument"): 0.9,
+      ("mt2", "cls_mean", "chorale_instrument"): 0.95,
+      ("mt2", "cls_equivariant", "instrument"): 0.6, ("mt2", "cls_contrastive", "instrument"): 0.8,
+      ("mt2", "cls_mean", "instrument"): 0.7,
+      ("contrastive_only", "cls_contrastive", "key"): 0.3,
+      ("contrastive_only", "cls_contrastive", "chorale_instrument"): 0.9,
+      ("contrastive_only", "cls_contrastive", "instrument"): 0.8,
+      ("equivariant_only", "cls_equivariant", "key"): 0.75,
+      ("equivariant_only", "cls_equivariant", "chorale_instrument"): 0.4,
+      ("equivariant_only", "cls_equivariant", "instrument"): 0.5,
+      ("mt2 (untrained)", "cls_mean", "key"): 0.2,
+      ("KK chroma template", "chroma", "key"): 0.6,
+      ("MFCC stats", "mfcc", "chorale_instrument"): 0.85,
+      **(changes or {})}
+  return [{"model": m, "feature": f, "task": t, t: v} for (m, f, t), v in scores.items()]
+
+
+def test_findings_hold_fail_and_go_missing():
+  good = probe.findings(demo_results())
+  assert len(good) == 10 and all(f["holds"] is True for f in good), good
+  first = good[0]
+  assert (first["a"], first["b"]) == (0.8, 0.4) and "cls_equivariant" in first["a_label"]
+  # The contrastive token wins key: the first finding fails, and only it.
+  bad = probe.findings(demo_results({("mt2", "cls_contrastive", "key"): 0.85}))
+  assert [f["holds"] for f in bad] == [False] + [True] * 9
+  # equivariant_only beats MT2 on key; cls_mean is nowhere MT2's best.
+  worse = probe.findings(demo_results({("equivariant_only", "cls_equivariant", "key"): 0.9,
+                                       ("mt2", "cls_mean", "chorale_instrument"): 0.1}))
+  assert [f["holds"] for f in worse] == [True] * 4 + [False, True, True, False, True, True]
+  assert (worse[4]["a"], worse[4]["b"]) == (0.8, 0.9)
+  assert "equivariant_only cls_equivariant" in worse[4]["b_label"]
+  missing = probe.findings([r for r in demo_results() if r["model"] != "MFCC stats"])
+  assert missing[-1]["holds"] is None and all(f["holds"] for f in missing[:-1])
+  text = probe.findings_markdown(worse)
+  assert text.count("**yes**") == 8 and text.count("**no**") == 2 and "0.800 (mt2" in text

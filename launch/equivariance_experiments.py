@@ -1,0 +1,212 @@
+"""Experiments on making MT2's equivariant half learn, at the demo's size (docs/experiments.md).
+
+  .venv/bin/python launch/equivariance_experiments.py --demo=mt2_demo --out=experiments \
+      [--only=NAME,...] [--seed=0]
+
+`--demo` is a folder where `mt2 demo` has rendered the corpus and prepared the
+training data (OUT/corpus, OUT/data); the runs train with the demo's settings
+(`demo.run_config`: runlocal model, 128 frames, batch 16, 1200 steps, lr 1e-3)
+plus each experiment's overrides. Each experiment is scored on held-out
+chorales without touching the test split: its pieces are dropped, the
+validation pieces are scored, and a fifth of the training pieces stop the
+probes early. Per run:
+  cpsd_last10, ntxent_last10   the loss averaged over the last 10% of logged steps
+  cpsd_q1..q4                  CPSD averaged over each quarter of the run
+  keysig_zeroshot              zero-shot key-signature accuracy of the head
+  key_<feature>, inst_<feature> key MIREX / chorale-instrument accuracy of a probe
+Rows are appended to OUT/results.jsonl (a finished run is not trained again)
+and OUT/results.md and OUT/cpsd_curves.png are rewritten from all rows.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import pathlib
+import sys
+
+# name -> (config file, overrides of config keys).
+PITCH = {"model.patch_embed": "pitch", "model.layerscale": 0.01, "model.width": 48}
+HYBRID = {"model.patch_embed": "hybrid", "model.layerscale": 0.01, "model.width": 48}
+EXPERIMENTS = {
+    # The paper's reading, as landed: the equivariant head collapses.
+    "eq_paper": ("equivariant_only", {"model.width": 48}),
+    "mt2_paper": ("mt2", {"model.width": 48}),
+    "con_paper": ("contrastive_only", {"model.width": 48}),
+    # One change at a time from the paper's reading.
+    "eq_pitch_nols": ("equivariant_only", {**PITCH, "model.layerscale": 0.0}),
+    "eq_dense_ls": ("equivariant_only", {"model.width": 48, "model.layerscale": 0.01}),
+    # The cure: pitch-structured tokens + LayerScale.
+    "eq_pitch": ("equivariant_only", PITCH),
+    "eq_hybrid": ("equivariant_only", HYBRID),
+    "mt2_pitch": ("mt2", PITCH),
+    "mt2_hybrid": ("mt2", HYBRID),
+    "con_hybrid": ("contrastive_only", HYBRID),
+    "eq_hybrid_shared": ("equivariant_only", {**HYBRID, "losses.cpsd.head": "shared"}),
+    "mt2_hybrid_shared": ("mt2", {**HYBRID, "losses.cpsd.head": "shared"}),
+    # A' as a third NT-Xent positive: the contrastive token is made invariant to
+    # transposition, so key is left to the equivariant token.
+    "mt2_hybrid_shiftpos": ("mt2", {**HYBRID, "losses.ntxent.include_shift_view": True}),
+    "con_hybrid_shiftpos": ("contrastive_only", {**HYBRID, "losses.ntxent.include_shift_view": True}),
+    # The anti-collapse hinge on the spread of z (losses.circle_spread_hinge).
+    "eq_hybrid_hinge": ("equivariant_only", {**HYBRID, "losses.cpsd.spread_weight": 1.0}),
+    "mt2_hybrid_hinge": ("mt2", {**HYBRID, "losses.cpsd.spread_weight": 1.0}),
+    "eq_paper_hinge": ("equivariant_only", {"model.width": 48, "losses.cpsd.spread_weight": 1.0}),
+    "mt2_hybrid_ls0.1": ("mt2", {**HYBRID, "model.layerscale": 0.1}),
+    "mt2_hybrid_iso": ("mt2", {**HYBRID, "model.class_token_attention": "isolated"}),
+    "mt2_hybrid_w96": ("mt2", {**HYBRID, "model.width": 96}),
+    "con_hybrid_w96": ("contrastive_only", {**HYBRID, "model.width": 96}),
+}
+
+
+def _set(config, dotted: str, value) -> None:
+  *parents, leaf = dotted.split(".")
+  node = config
+  for p in parents:
+    node = node[p]
+  node[leaf] = value
+
+
+def tuning_rows(rows):
+  """Test pieces dropped, validation scored as 'test', 1/5 of train pieces stop the probe."""
+  out = []
+  for r in rows:
+    if r.get("set") != "chorale" or r["split"] == "test":
+      continue
+    r = dict(r)
+    if r["split"] == "validation":
+      r["split"] = "test"
+    elif int(hashlib.sha1(r["piece"].encode()).hexdigest(), 16) % 5 == 0:
+      r["split"] = "validation"
+    out.append(r)
+  return out
+
+
+def curve(workdir: pathlib.Path, key: str) -> list[tuple[int, float]]:
+  path = workdir / "metrics.jsonl"
+  lines = [json.loads(l) for l in path.read_text().splitlines() if l.strip()] if path.exists() else []
+  return [(l["step"], l[key]) for l in lines if key in l and "step" in l]
+
+
+def _mean(points) -> float | None:
+  return float(sum(v for _, v in points) / len(points)) if points else None
+
+
+def summarise(workdir: pathlib.Path, total_steps: int) -> dict:
+  """Loss averages over the last 10% and over each quarter of the run."""
+  out = {}
+  for key in ("cpsd", "ntxent", "ntxent_acc"):
+    pts = curve(workdir, key)
+    if not pts:
+      continue
+    out[f"{key}_last10"] = _mean([p for p in pts if p[0] > 0.9 * total_steps])
+    if key == "cpsd":
+      for q in range(4):
+        out[f"cpsd_q{q + 1}"] = _mean(
+            [p for p in pts if q * total_steps / 4 < p[0] <= (q + 1) * total_steps / 4])
+  return out
+
+
+def score_run(workdir: pathlib.Path, corpus_dir: pathlib.Path, rows) -> dict:
+  from mt2_jax import embed, probe
+  embedder = embed.Embedder.from_run(workdir)
+  fp = probe.data_fingerprint(corpus_dir, rows)
+  feats = probe.extract_features(embedder, corpus_dir, rows,
+                                 workdir / "probe_cache" / f"tuning_{embedder.step}_{fp}.npz", False)
+  out = {}
+  for res in probe.probe_features("run", feats, rows, ("key",), embedder.feature_names,
+                                  probe.head_omegas(embedder.config)):
+    name = res["feature"].replace("cls_", "")
+    if name.startswith("zero-shot phase"):
+      out["keysig_phase"] = res["key_signature"]
+    elif name.startswith("zero-shot"):
+      out["keysig_zeroshot"] = res["key_signature"]
+    else:
+      out[f"key_{name}"] = res["key"]  # MIREX weighted score
+  base = probe.task_data("instrument", rows)  # Chorale rows only: instrument of renditions.
+  for name in embedder.feature_names:
+    t = probe._valid(base, [feats[name]])  # pylint: disable=protected-access
+    out[f"inst_{name.replace('cls_', '')}"] = probe.probe_feature(t, feats[name])["instrument"]
+  return out
+
+
+def write_report(out: pathlib.Path, results: list[dict]) -> None:
+  cols = ["cpsd_q1", "cpsd_q2", "cpsd_q3", "cpsd_q4", "cpsd_last10", "ntxent_last10",
+          "ntxent_acc_last10", "keysig_zeroshot", "keysig_phase", "key_equivariant", "key_contrastive", "key_mean",
+          "inst_equivariant", "inst_contrastive", "inst_mean"]
+  lines = ["| experiment | seed | " + " | ".join(cols) + " |", "|---|--:|" + "--:|" * len(cols)]
+  for r in results:
+    cells = [f"{r[c]:.3f}" if isinstance(r.get(c), float) else "" for c in cols]
+    lines.append(f"| {r['name']} | {r['seed']} | " + " | ".join(cells) + " |")
+  (out / "results.md").write_text("\n".join(lines) + "\n")
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(7, 4))
+  for i, r in enumerate(results):
+    pts = curve(pathlib.Path(r["workdir"]), "cpsd")
+    if pts:
+      ax.plot(*zip(*pts), label=f"{r['name']} s{r['seed']}", color=f"C{i % 10}", lw=1)
+  ax.axhline(2.777, color="k", ls="--", lw=0.8, label="collapse (2.777)")
+  ax.set_xlabel("step")
+  ax.set_ylabel("CPSD")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=6, ncol=2)
+  fig.tight_layout()
+  fig.savefig(out / "cpsd_curves.png", dpi=110)
+  plt.close(fig)
+
+
+def main() -> None:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--demo", required=True, help="folder with corpus/ and data/ from `mt2 demo`")
+  p.add_argument("--out", required=True)
+  p.add_argument("--only", default="", help="comma-separated experiment names (default: all)")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--steps", type=int, default=None)
+  a = p.parse_args()
+  sys.path.insert(0, os.fspath(pathlib.Path(__file__).resolve().parent.parent))
+  from mt2_jax import demo, host, probe, train_step
+  names = [n for n in a.only.split(",") if n] or list(EXPERIMENTS)
+  unknown = sorted(set(names) - set(EXPERIMENTS))
+  if unknown:
+    p.error(f"unknown experiments {unknown}; known: {sorted(EXPERIMENTS)}")
+  demo_dir, out = pathlib.Path(a.demo).absolute(), pathlib.Path(a.out).absolute()
+  out.mkdir(parents=True, exist_ok=True)
+  preset = demo.PRESETS["default"]
+  configs = {}
+  for name in names:
+    config_name, overrides = EXPERIMENTS[name]
+    config = demo.run_config(config_name, preset, demo_dir / "data")
+    for k, v in overrides.items():
+      _set(config, k, v)
+    config.seed = a.seed
+    if a.steps:
+      config.total_steps = a.steps
+    configs[name] = config
+  host.use_cpu_cores(preset.batch_size, train_step.tokens_per_track(next(iter(configs.values()))))
+  from mt2_jax import config_validation, train
+  for config in configs.values():
+    config_validation.validate(config)  # Every experiment's config, before any compute.
+  corpus_dir = demo_dir / "corpus"
+  rows = tuning_rows(probe.read_examples(corpus_dir))
+  log = out / "results.jsonl"
+  done = [json.loads(l) for l in log.read_text().splitlines()] if log.exists() else []
+  for name, config in configs.items():
+    workdir = out / "runs" / f"{name}_s{a.seed}"
+    if any(r["name"] == name and r["seed"] == a.seed for r in done):
+      continue
+    print(f"== {name} (seed {a.seed}) -> {workdir}", flush=True)
+    train.train(config, os.fspath(workdir), progress=False)
+    row = {"name": name, "seed": a.seed, "workdir": os.fspath(workdir),
+           **summarise(workdir, config.total_steps), **score_run(workdir, corpus_dir, rows)}
+    print(json.dumps(row), flush=True)
+    done.append(row)
+    with open(log, "a") as f:
+      f.write(json.dumps(row) + "\n")
+    write_report(out, done)
+  write_report(out, done)
+
+
+if __name__ == "__main__":
+  main()
