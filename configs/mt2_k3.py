@@ -12,5 +12,6 @@ from mt2_jax import config_defaults
 def get_config(arg=None):
   config = config_defaults.base_config()
   config.model.class_tokens = ("equivariant", "contrastive", "semitone")
-  config.losses.cpsd_semitone = dict(kind="cpsd", token="semitone", weight=1.0, omega=1 / 12)
+  # The same CPSD settings (head, anti-collapse hinge) as `equivariant`'s, on the other circle.
+  config.losses.cpsd_semitone = dict(config.losses.cpsd.to_dict(), token="semitone", omega=1 / 12)
   return config_defaults.apply_arg(config, arg)

@@ -25,18 +25,24 @@ import os
 import pathlib
 import sys
 
-# name -> (config file, overrides of config keys).
-PITCH = {"model.patch_embed": "pitch", "model.layerscale": 0.01, "model.width": 48}
-HYBRID = {"model.patch_embed": "hybrid", "model.layerscale": 0.01, "model.width": 48}
+# name -> (config file, overrides of config keys). Every knob is spelt out, so a
+# row means the same whatever the defaults are; keys of a loss the config does
+# not have are skipped.
+PAPER = {"model.width": 48, "model.patch_embed": "dense", "model.layerscale": 0.0,
+         "losses.cpsd.head": "dense", "losses.cpsd.spread_weight": 0.0}
+PITCH = {**PAPER, "model.patch_embed": "pitch", "model.layerscale": 0.01}
+HYBRID = {**PAPER, "model.patch_embed": "hybrid", "model.layerscale": 0.01}
+HINGE = {**HYBRID, "losses.cpsd.spread_weight": 1.0}
 EXPERIMENTS = {
     # The paper's reading, as landed: the equivariant head collapses.
-    "eq_paper": ("equivariant_only", {"model.width": 48}),
-    "mt2_paper": ("mt2", {"model.width": 48}),
-    "con_paper": ("contrastive_only", {"model.width": 48}),
+    "eq_paper": ("equivariant_only", PAPER),
+    "mt2_paper": ("mt2", PAPER),
+    "con_paper": ("contrastive_only", PAPER),
     # One change at a time from the paper's reading.
     "eq_pitch_nols": ("equivariant_only", {**PITCH, "model.layerscale": 0.0}),
-    "eq_dense_ls": ("equivariant_only", {"model.width": 48, "model.layerscale": 0.01}),
-    # The cure: pitch-structured tokens + LayerScale.
+    "eq_dense_ls": ("equivariant_only", {**PAPER, "model.layerscale": 0.01}),
+    "eq_paper_hinge": ("equivariant_only", {**PAPER, "losses.cpsd.spread_weight": 1.0}),
+    # Pitch-structured tokens + LayerScale (the issue's lead).
     "eq_pitch": ("equivariant_only", PITCH),
     "eq_hybrid": ("equivariant_only", HYBRID),
     "mt2_pitch": ("mt2", PITCH),
@@ -48,19 +54,33 @@ EXPERIMENTS = {
     # transposition, so key is left to the equivariant token.
     "mt2_hybrid_shiftpos": ("mt2", {**HYBRID, "losses.ntxent.include_shift_view": True}),
     "con_hybrid_shiftpos": ("contrastive_only", {**HYBRID, "losses.ntxent.include_shift_view": True}),
-    # The anti-collapse hinge on the spread of z (losses.circle_spread_hinge).
-    "eq_hybrid_hinge": ("equivariant_only", {**HYBRID, "losses.cpsd.spread_weight": 1.0}),
-    "mt2_hybrid_hinge": ("mt2", {**HYBRID, "losses.cpsd.spread_weight": 1.0}),
-    "eq_paper_hinge": ("equivariant_only", {"model.width": 48, "losses.cpsd.spread_weight": 1.0}),
-    "mt2_hybrid_ls0.1": ("mt2", {**HYBRID, "model.layerscale": 0.1}),
     "mt2_hybrid_iso": ("mt2", {**HYBRID, "model.class_token_attention": "isolated"}),
     "mt2_hybrid_w96": ("mt2", {**HYBRID, "model.width": 96}),
     "con_hybrid_w96": ("contrastive_only", {**HYBRID, "model.width": 96}),
+    # + the anti-collapse hinge on the spread of z (losses.circle_spread_hinge).
+    "eq_hybrid_hinge": ("equivariant_only", HINGE),
+    "mt2_hybrid_hinge": ("mt2", HINGE),
+    # On top of the hinge: what closes MT2's NT-Xent gap to contrastive_only?
+    "mt2_hinge_mlp": ("mt2", {**HINGE, "losses.ntxent.projector": "mlp"}),
+    "con_hybrid_mlp": ("contrastive_only", {**HYBRID, "losses.ntxent.projector": "mlp"}),
+    "mt2_hinge_w96": ("mt2", {**HINGE, "model.width": 96}),
+    "mt2_hinge_shared": ("mt2", {**HINGE, "losses.cpsd.head": "shared"}),
+    "mt2_hinge_shiftpos": ("mt2", {**HINGE, "losses.ntxent.include_shift_view": True}),
 }
+# The token-count ablation at the demo's size with the defaults (launch/sweep_tokens.py --demo).
+SWEEP = {
+    "k1_equivariant": ("equivariant_only", {}),
+    "k1_contrastive": ("contrastive_only", {}),
+    "k2_mt2": ("mt2", {}),
+    "k3_mt2_k3": ("mt2_k3", {}),
+}
+EXPERIMENTS.update(SWEEP)
 
 
 def _set(config, dotted: str, value) -> None:
   *parents, leaf = dotted.split(".")
+  if parents[0] == "losses" and parents[1] not in config.losses:
+    return
   node = config
   for p in parents:
     node = node[p]
@@ -117,10 +137,10 @@ def score_run(workdir: pathlib.Path, corpus_dir: pathlib.Path, rows) -> dict:
   for res in probe.probe_features("run", feats, rows, ("key",), embedder.feature_names,
                                   probe.head_omegas(embedder.config)):
     name = res["feature"].replace("cls_", "")
-    if name.startswith("zero-shot phase"):
-      out["keysig_phase"] = res["key_signature"]
-    elif name.startswith("zero-shot"):
-      out["keysig_zeroshot"] = res["key_signature"]
+    if name.startswith("zero-shot"):  # 'zero-shot (head_cpsd)', 'zero-shot phase (head_x)'.
+      head = name.split("(head_")[1].rstrip(")")
+      suffix = "" if head == "cpsd" else f"_{head}"
+      out[("keysig_phase" if "phase" in name else "keysig_zeroshot") + suffix] = res["key_signature"]
     else:
       out[f"key_{name}"] = res["key"]  # MIREX weighted score
   base = probe.task_data("instrument", rows)  # Chorale rows only: instrument of renditions.
@@ -132,12 +152,17 @@ def score_run(workdir: pathlib.Path, corpus_dir: pathlib.Path, rows) -> dict:
 
 def write_report(out: pathlib.Path, results: list[dict]) -> None:
   cols = ["cpsd_q1", "cpsd_q2", "cpsd_q3", "cpsd_q4", "cpsd_last10", "ntxent_last10",
-          "ntxent_acc_last10", "keysig_zeroshot", "keysig_phase", "key_equivariant", "key_contrastive", "key_mean",
-          "inst_equivariant", "inst_contrastive", "inst_mean"]
-  lines = ["| experiment | seed | " + " | ".join(cols) + " |", "|---|--:|" + "--:|" * len(cols)]
+          "ntxent_acc_last10", "keysig_zeroshot", "keysig_phase", "key_equivariant", "key_contrastive",
+          "key_mean", "inst_equivariant", "inst_contrastive", "inst_mean"]
+  cols += sorted({k for r in results for k in r if k.startswith(("keysig", "key_", "inst_"))}
+                 - set(cols))
+  cols = [c for c in cols if any(c in r for r in results)]
+  lines = ["| experiment | seed | scored on | " + " | ".join(cols) + " |",
+           "|---|--:|---|" + "--:|" * len(cols)]
   for r in results:
     cells = [f"{r[c]:.3f}" if isinstance(r.get(c), float) else "" for c in cols]
-    lines.append(f"| {r['name']} | {r['seed']} | " + " | ".join(cells) + " |")
+    lines.append(f"| {r['name']} | {r['seed']} | {r.get('split', 'validation')} | "
+                 + " | ".join(cells) + " |")
   (out / "results.md").write_text("\n".join(lines) + "\n")
   import matplotlib
   matplotlib.use("Agg")
@@ -157,14 +182,18 @@ def write_report(out: pathlib.Path, results: list[dict]) -> None:
   plt.close(fig)
 
 
-def main() -> None:
+def main(argv=None) -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--demo", required=True, help="folder with corpus/ and data/ from `mt2 demo`")
   p.add_argument("--out", required=True)
   p.add_argument("--only", default="", help="comma-separated experiment names (default: all)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--steps", type=int, default=None)
-  a = p.parse_args()
+  p.add_argument("--rescore", action="store_true",
+                 help="score the finished runs again (features are cached) and rewrite the report")
+  p.add_argument("--split", choices=("validation", "test"), default="validation",
+                 help="score on the validation pieces (choosing) or the test pieces (reporting)")
+  a = p.parse_args(argv)
   sys.path.insert(0, os.fspath(pathlib.Path(__file__).resolve().parent.parent))
   from mt2_jax import demo, host, probe, train_step
   names = [n for n in a.only.split(",") if n] or list(EXPERIMENTS)
@@ -189,16 +218,25 @@ def main() -> None:
   for config in configs.values():
     config_validation.validate(config)  # Every experiment's config, before any compute.
   corpus_dir = demo_dir / "corpus"
-  rows = tuning_rows(probe.read_examples(corpus_dir))
+  rows = probe.read_examples(corpus_dir)
+  if a.split == "validation":
+    rows = tuning_rows(rows)
+  else:
+    rows = [r for r in rows if r.get("set") == "chorale"]
   log = out / "results.jsonl"
   done = [json.loads(l) for l in log.read_text().splitlines()] if log.exists() else []
+  if a.rescore:
+    done = [{**r, **score_run(pathlib.Path(r["workdir"]), corpus_dir, rows)}
+            for r in done if r.get("split", "validation") == a.split and pathlib.Path(r["workdir"]).exists()]
+    log.write_text("".join(json.dumps(r) + "\n" for r in done))
   for name, config in configs.items():
     workdir = out / "runs" / f"{name}_s{a.seed}"
-    if any(r["name"] == name and r["seed"] == a.seed for r in done):
+    if any(r["name"] == name and r["seed"] == a.seed and r.get("split", "validation") == a.split
+           for r in done):
       continue
     print(f"== {name} (seed {a.seed}) -> {workdir}", flush=True)
     train.train(config, os.fspath(workdir), progress=False)
-    row = {"name": name, "seed": a.seed, "workdir": os.fspath(workdir),
+    row = {"name": name, "seed": a.seed, "split": a.split, "workdir": os.fspath(workdir),
            **summarise(workdir, config.total_steps), **score_run(workdir, corpus_dir, rows)}
     print(json.dumps(row), flush=True)
     done.append(row)

@@ -8,6 +8,14 @@ interrupted), then collects each run's last metrics.jsonl line into
 SWEEP_DIR/sweep.md and sweep.json. On a cluster, submit the same four
 commands as separate jobs (see launch/slurm.sbatch) and run this with
 --collect_only once they are done.
+
+At the demo's size, with probes (key, key signature, instrument per token
+and for their average, scored on the test chorales):
+
+  .venv/bin/python launch/sweep_tokens.py --demo mt2_demo --out sweep
+
+trains the four configs with `mt2 demo`'s settings on the data a finished
+`mt2 demo` left in mt2_demo/ (launch/equivariance_experiments.py, SWEEP).
 """
 
 import argparse
@@ -37,12 +45,21 @@ def table(results: dict) -> str:
 
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--data", required=True)
+  p.add_argument("--data", help="prepared dataset (required unless --demo)")
+  p.add_argument("--demo", help="a finished `mt2 demo` folder: train at its size and probe")
   p.add_argument("--out", required=True)
   p.add_argument("--arg", default="", help="config arg for every run, e.g. runlocal")
   p.add_argument("--steps", type=int, default=None, help="override total_steps")
   p.add_argument("--collect_only", action="store_true")
   a = p.parse_args()
+  if a.demo:
+    sys.path.insert(0, str(ROOT / "launch"))
+    import equivariance_experiments  # pylint: disable=g-import-not-at-top
+    equivariance_experiments.main(["--demo", a.demo, "--out", a.out, "--split", "test",
+                                   "--only", ",".join(equivariance_experiments.SWEEP)])
+    return
+  if not a.data:
+    p.error("--data is required (or --demo)")
   out = pathlib.Path(a.out)
   mt2 = pathlib.Path(sys.executable).parent / "mt2"
   for name in RUNS:

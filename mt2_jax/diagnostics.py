@@ -237,6 +237,7 @@ class ZeroShotKeyEval:
         ev.data_dir, ev.split, config.data.crop_bins, config.data.segment_frames,
         ev.get("max_windows", MAX_WINDOWS))
     self.heads = cpsd_losses(config)
+    self.omegas = {name: config.losses[name].get("omega", 7 / 12) for name in self.heads}
     self.mesh = mesh
     self.chunk = 3 * config.batch_size
     self._sharding = train_step.batch_sharding(mesh)
@@ -262,10 +263,15 @@ class ZeroShotKeyEval:
         x = jax.make_array_from_callback(x.shape, self._sharding, lambda index, x=x: x[index])
         for name, y in self._profiles(params, x).items():
           parts[name].append(np.asarray(y))
+    from mt2_jax import probe
     out = {}
     for name, chunks in parts.items():
       per_track = track_means(np.concatenate(chunks)[:n], self.track, self.signature.size)
       out[f"{name}_zeroshot_keysig"] = cross_fit_accuracy(per_track.argmax(1), self.signature)
+      omega = self.omegas[name]
+      if round(omega * 12) in (1, 5, 7, 11):  # The phase readout (probe.phase_class).
+        out[f"{name}_zeroshot_keysig_phase"] = cross_fit_accuracy(
+            probe.phase_class(per_track, omega), self.signature)
     return out
 
 

@@ -235,6 +235,7 @@ def test_training_logs_zero_shot_accuracy_progress_and_the_collapse_warning(
   assert [r["step"] for r in rows] == [2, 3, 4, 6]  # Step 3: an eval step between logs.
   for r in rows:
     assert ("cpsd_zeroshot_keysig" in r) == (r["step"] % 3 == 0)
+    assert ("cpsd_zeroshot_keysig_phase" in r) == (r["step"] % 3 == 0)
     for key in ("cpsd_abs_z", "cpsd_spread", "cpsd_argmax_moves"):
       assert 0.0 <= r[key] <= 1.0, (key, r)
   accuracy = [r["cpsd_zeroshot_keysig"] for r in rows if r["step"] % 3 == 0]

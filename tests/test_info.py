@@ -33,7 +33,9 @@ def test_mt2_info_prints_json_on_its_last_line():
   lines = result.stdout.strip().splitlines()
   assert "parameters" in result.stdout and len(lines) > 5
   data = json.loads(lines[-1])
-  assert data["params_backbone"] == 24_032  # test variant, 128 frames, K=2.
+  # test variant, 128 frames, K=2: the paper's 24 032, with a hybrid patch embedding
+  # (Linear(84 -> 20) + 12 pitch classes x 1 channel: -1 020 + 2) and LayerScale (+2 x 2 x 32).
+  assert data["params_backbone"] == 24_032 - 1_020 + 2 + 128
   assert data["params"] == data["params_backbone"] + sum(data["params_heads"].values())
   assert data["num_tokens"] == 2 + 128 and data["num_frames"] == 128
   assert data["flops_source"] == "xla_cost_analysis"
@@ -64,7 +66,7 @@ def test_subcommand_help_lists_its_own_flags(command, expected):
 
 
 def test_summarize_k3_without_compiling():
-  config = _load("mt2_k3").get_config("runlocal")
+  config = _load("mt2_k3").get_config("runlocal,paper")  # Counts pinned on the paper's architecture.
   data = info.summarize(config, compiled_flops=False)
   assert data["flops_source"] == "analytic"
   assert data["class_tokens"] == ["equivariant", "contrastive", "semitone"]
@@ -122,7 +124,7 @@ def test_arg_presets_and_overrides():
 def test_command_line_overrides_reach_the_model():
   from absl import flags
   from ml_collections import config_flags
-  argv = ["mt2", f"--config={ROOT / 'configs' / 'mt2.py'}:runlocal", "--config.model.depth=1",
+  argv = ["mt2", f"--config={ROOT / 'configs' / 'mt2.py'}:runlocal,paper", "--config.model.depth=1",
           "--config.model.num_heads=4", "--config.losses.ntxent.temperature=0.2"]
   values = flags.FlagValues()
   # config_flags reads the override flags from sys.argv unless told otherwise.

@@ -56,7 +56,7 @@ def _views(b=3, frames=16, seed=1):
 
 @pytest.mark.parametrize("variant", sorted(PINNED_BACKBONE_PARAMS))
 def test_pinned_parameter_counts(variant):
-  config = _config(f"variant={variant}")  # 646 frames, K=2.
+  config = _config(f"variant={variant},paper")  # 646 frames, K=2, the paper's architecture.
   params = model_lib.abstract_variables(model_lib.build_model(config), 84, 646)["params"]
   count = model_lib.count_params(params["backbone"])
   assert count == PINNED_BACKBONE_PARAMS[variant]
