@@ -2,7 +2,7 @@ r"""A plain-PyTorch MT2 train step: the peer the JAX step is timed against.
 
   python benchmarks/torch_reference.py --variant=tiny --frames=173 --tracks=16
 
-Same architecture and objective as `mt2_jax` (DESIGN 1.3-1.5), written with
+Same architecture and objective as `mt2_jax` (docs/design.md §1.3-1.5), written with
 `torch.nn` only (timm/torchvision do not import against the CPU torch build):
 
   x [3B, 84, T] -> frames [3B, T, 84] -> Linear(84 -> d) -> + pos-emb [T, d]

@@ -66,6 +66,16 @@ EXPERIMENTS = {
     "mt2_hinge_w96": ("mt2", {**HINGE, "model.width": 96}),
     "mt2_hinge_shared": ("mt2", {**HINGE, "losses.cpsd.head": "shared"}),
     "mt2_hinge_shiftpos": ("mt2", {**HINGE, "losses.ntxent.include_shift_view": True}),
+    # Both of the above.
+    "mt2_hinge_w96_mlp": ("mt2", {**HINGE, "model.width": 96, "losses.ntxent.projector": "mlp"}),
+    "con_hybrid_w96_mlp": ("contrastive_only",
+                           {**HYBRID, "model.width": 96, "losses.ntxent.projector": "mlp"}),
+    "eq_hinge_w96": ("equivariant_only", {**HINGE, "model.width": 96}),
+    "mt2_hinge_w96_mlp_shiftpos": ("mt2", {**HINGE, "model.width": 96, "losses.ntxent.projector": "mlp",
+                                           "losses.ntxent.include_shift_view": True}),
+    "con_hybrid_w96_mlp_shiftpos": ("contrastive_only", {
+        **HYBRID, "model.width": 96, "losses.ntxent.projector": "mlp",
+        "losses.ntxent.include_shift_view": True}),
 }
 # The token-count ablation at the demo's size with the defaults (launch/sweep_tokens.py --demo).
 SWEEP = {

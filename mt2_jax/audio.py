@@ -38,7 +38,7 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
 
 
 def check_waveform(x: np.ndarray, sample_rate: int, min_seconds: float) -> np.ndarray:
-  """Validates a mono waveform and peak-normalises it (DESIGN 1.1)."""
+  """Validates a mono waveform and peak-normalises it (docs/design.md §1.1)."""
   if x.size == 0:
     raise AudioError("empty: no samples")
   if not np.all(np.isfinite(x)):

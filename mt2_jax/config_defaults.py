@@ -52,7 +52,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.log_every = 50
   config.keep_checkpoints = 3
 
-  # STONE's front-end (DESIGN 1.1): 15 s at 22 050 Hz -> 646 frames.
+  # STONE's front-end (docs/design.md §1.1): 15 s at 22 050 Hz -> 646 frames.
   config.cqt = dict(sample_rate=22050, fmin=27.5, n_bins=99, bins_per_octave=12, hop_length=512)
   # 84 of the 99 bins are kept; offsets o in {1..12} need 84 + 12 <= 99.
   config.data = dict(segment_frames=646, crop_bins=84, max_offset=12, num_workers=2, prefetch_buffer_size=2)
@@ -103,7 +103,7 @@ def base_config() -> ml_collections.ConfigDict:
       ),
   )
 
-  # AdamW, linear warm-up then cosine decay (DESIGN 1.5).
+  # AdamW, linear warm-up then cosine decay (docs/design.md §1.5).
   config.optim = dict(
       lr=5e-4, warmup_steps=5000, end_lr=1e-6, b1=0.9, b2=0.98, weight_decay=0.05, grad_clip=1.0)
 

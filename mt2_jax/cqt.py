@@ -1,4 +1,4 @@
-"""The CQT front-end (DESIGN 1.1): waveform -> log-compressed CQT magnitude.
+"""The CQT front-end (docs/design.md §1.1): waveform -> log-compressed CQT magnitude.
 
 Matches STONE's front-end: librosa CQT magnitude from A0 (27.5 Hz), 99 bins at
 12 bins/octave, hop 512 at 22 050 Hz (about 43 frames/s), then

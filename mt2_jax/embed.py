@@ -1,4 +1,4 @@
-"""Embeddings from a trained run: any waveform -> named features (DESIGN 1.6).
+"""Embeddings from a trained run: any waveform -> named features (docs/design.md §1.6).
 
   mt2 embed --workdir=RUN --audio DIR --out OUT [--tokens]
 

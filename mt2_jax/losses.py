@@ -1,7 +1,7 @@
 """The two pretext losses of MT2, each returning `(loss, aux)` in float32.
 
 - `cpsd`: STONE's cross-power spectral density loss on key-signature profiles
-  (DESIGN 1.4), equivariant to transposition on a circle (fifths: omega=7/12;
+  (docs/design.md §1.4), equivariant to transposition on a circle (fifths: omega=7/12;
   semitones: omega=1/12).
 - `nt_xent`: SimCLR's normalised-temperature cross-entropy. Called under
   `jit` on a globally sharded batch it contrasts against the whole global
@@ -92,7 +92,7 @@ def cpsd(y_a, y_b, y_a_shift, shift, omega: float = 7 / 12):
   Args:
     y_a, y_b, y_a_shift: [B, 12] key-signature profiles (softmax outputs) of
       segment A, segment B (same key as A) and A transposed.
-    shift: int [B], d = t - o in [-11, 11]: pitch class q of A appears as q - d
+    shift: int [B], d = t - o in [-11, 10]: pitch class q of A appears as q - d
       in A'.
     omega: frequency on the circle; 7/12 circle of fifths, 1/12 of semitones.
 

@@ -1,4 +1,4 @@
-"""The Grain input pipeline: per track, the views of both pretext tasks (DESIGN 1.2).
+"""The Grain input pipeline: per track, the views of both pretext tasks (docs/design.md §1.2).
 
   it = pipeline.make_iterator(config, mesh)      # checkpointable, yields global batches
   batch = next(it)                               # {'x_a', 'x_b', 'x_a_shift', 'shift'}
@@ -53,7 +53,7 @@ import numpy as np
 from mt2_jax import dataset
 from mt2_jax.cqt import CQTConfig
 
-# Offsets and shifts live on the 12 pitch classes (DESIGN 1.2).
+# Offsets and shifts live on the 12 pitch classes (docs/design.md §1.2).
 PITCH_CLASSES = 12
 VIEW_KEYS = ("x_a", "x_b", "x_a_shift")
 # Extra int32 keys of debug batches, plus `track_id` (bytes).

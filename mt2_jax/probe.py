@@ -1,4 +1,4 @@
-"""`mt2 probe`: linear probes on frozen features of a run (DESIGN 1.6).
+"""`mt2 probe`: linear probes on frozen features of a run (docs/design.md §1.6).
 
   mt2 probe --workdir=RUN --data DIR --task key,chorale_instrument [--out REPORT_DIR]
 

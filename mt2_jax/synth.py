@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy import signal
 
-SAMPLE_RATE = 22050  # Hz, the rate of the whole project (DESIGN 1.1).
+SAMPLE_RATE = 22050  # Hz, the rate of the whole project (docs/design.md §1.1).
 PEAK = 0.99  # Peak after normalisation; < 1 so 16-bit FLAC never clips.
 MAX_HOLD_SECONDS = 6.0  # Notes held longer are cut here: tones are cached at a fixed size.
 TAIL_SECONDS = 0.3  # Longest release; tones are MAX_HOLD + TAIL long.

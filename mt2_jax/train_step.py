@@ -80,7 +80,7 @@ def _decay_mask(params) -> Any:
 
 
 def make_optimizer(config) -> optax.GradientTransformation:
-  """AdamW with warm-up + cosine decay and global-norm clipping (DESIGN 1.5)."""
+  """AdamW with warm-up + cosine decay and global-norm clipping (docs/design.md §1.5)."""
   o = config.optim
   return optax.chain(
       optax.clip_by_global_norm(o.grad_clip),

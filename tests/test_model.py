@@ -66,7 +66,7 @@ def test_pinned_parameter_counts(variant):
   block = 2 * 2 * d + (3 * d * d + 3 * d) + (d * d + d) + (d * m + m) + (m * d + d)
   assert count == (84 * d + d) + 646 * d + 2 * d + v["depth"] * block + 2 * d
   if variant == "tiny":
-    assert 5.3e6 < count < 5.6e6  # DESIGN 1.3: "about 5.4 to 5.5 M" (MERT-95M / 18).
+    assert 5.3e6 < count < 5.6e6  # docs/design.md §1.3: "about 5.4 to 5.5 M" (MERT-95M / 18).
     assert model_lib.count_params(params["head_cpsd"]) == PINNED_TINY_CPSD_HEAD
     assert "head_ntxent" not in params  # projector 'none' has no parameters.
 

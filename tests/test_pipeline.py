@@ -1,4 +1,4 @@
-"""The Grain views pipeline (DESIGN 1.2): shift sign, crops, determinism, resume, sharding."""
+"""The Grain views pipeline (docs/design.md §1.2): shift sign, crops, determinism, resume, sharding."""
 
 import json
 import logging
@@ -86,7 +86,7 @@ def test_shift_sign_and_crops_match_the_record(data_dir):
   for b in batches:
     assert b["x_a"].shape == b["x_b"].shape == b["x_a_shift"].shape == (4, 84, SEGMENT)
     assert b["x_a"].dtype == np.float32 and b["shift"].dtype == np.int32
-    # DESIGN 1.2: a pitch at row r of A sits at row r - d of A'.
+    # docs/design.md §1.2: a pitch at row r of A sits at row r - d of A'.
     np.testing.assert_array_equal(peak_row(b["x_a"]) - peak_row(b["x_a_shift"]), b["shift"])
     np.testing.assert_array_equal(peak_row(b["x_a"]), peak_row(b["x_b"]))  # same offset o
     for i in range(4):

@@ -204,7 +204,8 @@ def test_a_task_without_test_examples_is_skipped():
   rows[0]["split"] = "test"
   got = probe.probe_features("m", feats, rows, ["key", "chorale_instrument"])
   assert {(r["feature"], r["task"]) for r in got} == {
-      ("f", "key"), ("zero-shot (head_cpsd)", "key"), ("f", "chorale_instrument")}
+      ("f", "key"), ("zero-shot (head_cpsd)", "key"), ("zero-shot phase (head_cpsd)", "key"),
+      ("f", "chorale_instrument")}
 
 
 def test_bootstrap_interval():
@@ -298,3 +299,17 @@ def test_findings_hold_fail_and_go_missing():
   assert missing[-1]["holds"] is None and all(f["holds"] for f in missing[:-1])
   text = probe.findings_markdown(worse)
   assert text.count("**yes**") == 8 and text.count("**no**") == 2 and "0.800 (mt2" in text
+
+
+def test_phase_readout_inverts_the_circle():
+  """A one-hot profile at q reads back q on either circle; a broad profile reads its z's angle."""
+  eye = np.eye(12)
+  for omega in (7 / 12, 1 / 12, 5 / 12):
+    np.testing.assert_array_equal(probe.phase_class(eye, omega), np.arange(12))
+  # Peak at 0 but most mass at 7 and 2 (a fifth and a ninth up): on the circle of fifths
+  # its z sits nearest to 7's point (one step from 0, one from 2), so phase and argmax differ.
+  y = np.full(12, 0.0)
+  y[[0, 7, 2]] = [0.4, 0.35, 0.25]
+  assert probe.phase_class(y[None])[0] != y.argmax()
+  with pytest.raises(ValueError):
+    probe.phase_class(eye, 2 / 12)  # No readout: 2 shares a factor with 12.
