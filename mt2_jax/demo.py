@@ -79,8 +79,9 @@ PRESETS = {
     "default": Preset(
         corpus=dict(num_pieces=260, variants_per_piece=2, max_seconds=20.0,
                     note_range=(36, 84), note_seconds=2.0),
-        # Width 48 = 12 pitch classes x 2 channels + 24 dense (the hybrid embedding).
-        steps=1200, batch_size=16, config_arg="runlocal,model.width=48"),
+        # Width 96 = 12 pitch classes x 4 channels + 48 dense (the hybrid
+        # embedding); at 48 MT2's CPSD and NT-Xent were worse (docs/experiments.md).
+        steps=1200, batch_size=16, config_arg="runlocal,model.width=96"),
     "smoke": Preset(
         corpus=dict(num_pieces=10, variants_per_piece=2, max_seconds=8.0,
                     instruments=("organ", "piano", "flute"), note_range=(55, 66), note_seconds=1.0),
