@@ -77,6 +77,9 @@ EXPERIMENTS = {
         **HYBRID, "model.width": 96, "losses.ntxent.projector": "mlp",
         "losses.ntxent.include_shift_view": True}),
 }
+# The curves of docs/experiments_cpsd.png (OUT/cpsd_curves.png); all rows when none ran.
+PLOTTED = ("eq_paper", "eq_hybrid", "eq_hybrid_hinge", "mt2_hybrid", "mt2_hybrid_shiftpos",
+           "mt2_hinge_w96_mlp", "eq_hinge_w96")
 # The token-count ablation at the demo's size with the defaults (launch/sweep_tokens.py --demo).
 SWEEP = {
     "k1_equivariant": ("equivariant_only", {}),
@@ -137,6 +140,17 @@ def summarise(workdir: pathlib.Path, total_steps: int) -> dict:
   return out
 
 
+def trained(workdir: pathlib.Path, total_steps: int) -> bool:
+  from mt2_jax import checkpoint
+  if not (workdir / "config.json").exists():
+    return False
+  ckpt = checkpoint.Checkpointer(workdir)
+  try:
+    return (ckpt.latest_step() or 0) >= total_steps
+  finally:
+    ckpt.close()
+
+
 def score_run(workdir: pathlib.Path, corpus_dir: pathlib.Path, rows) -> dict:
   from mt2_jax import embed, probe
   embedder = embed.Embedder.from_run(workdir)
@@ -153,6 +167,7 @@ def score_run(workdir: pathlib.Path, corpus_dir: pathlib.Path, rows) -> dict:
       out[("keysig_phase" if "phase" in name else "keysig_zeroshot") + suffix] = res["key_signature"]
     else:
       out[f"key_{name}"] = res["key"]  # MIREX weighted score
+      out[f"ksprobe_{name}"] = res["key_signature"]  # Key-signature accuracy of that probe.
   base = probe.task_data("instrument", rows)  # Chorale rows only: instrument of renditions.
   for name in embedder.feature_names:
     t = probe._valid(base, [feats[name]])  # pylint: disable=protected-access
@@ -164,7 +179,7 @@ def write_report(out: pathlib.Path, results: list[dict]) -> None:
   cols = ["cpsd_q1", "cpsd_q2", "cpsd_q3", "cpsd_q4", "cpsd_last10", "ntxent_last10",
           "ntxent_acc_last10", "keysig_zeroshot", "keysig_phase", "key_equivariant", "key_contrastive",
           "key_mean", "inst_equivariant", "inst_contrastive", "inst_mean"]
-  cols += sorted({k for r in results for k in r if k.startswith(("keysig", "key_", "inst_"))}
+  cols += sorted({k for r in results for k in r if k.startswith(("keysig", "key_", "inst_", "ksprobe_"))}
                  - set(cols))
   cols = [c for c in cols if any(c in r for r in results)]
   lines = ["| experiment | seed | scored on | " + " | ".join(cols) + " |",
@@ -177,14 +192,16 @@ def write_report(out: pathlib.Path, results: list[dict]) -> None:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  fig, ax = plt.subplots(figsize=(7, 4))
-  for i, r in enumerate(results):
+  fig, ax = plt.subplots(figsize=(8, 4.2))
+  plotted = [r for r in results if r["name"] in PLOTTED] or results
+  for i, r in enumerate(plotted):
     pts = curve(pathlib.Path(r["workdir"]), "cpsd")
-    if pts:
-      ax.plot(*zip(*pts), label=f"{r['name']} s{r['seed']}", color=f"C{i % 10}", lw=1)
+    if pts:  # A running mean over 8 logged steps, for readability.
+      ys = [_mean(pts[max(0, j - 7):j + 1]) for j in range(len(pts))]
+      ax.plot([p[0] for p in pts], ys, label=f"{r['name']} s{r['seed']}", color=f"C{i % 10}", lw=1.3)
   ax.axhline(2.777, color="k", ls="--", lw=0.8, label="collapse (2.777)")
   ax.set_xlabel("step")
-  ax.set_ylabel("CPSD")
+  ax.set_ylabel("CPSD (running mean of 8 logs)")
   ax.grid(alpha=0.3)
   ax.legend(fontsize=6, ncol=2)
   fig.tight_layout()
@@ -200,7 +217,7 @@ def main(argv=None) -> None:
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--steps", type=int, default=None)
   p.add_argument("--rescore", action="store_true",
-                 help="score the finished runs again (features are cached) and rewrite the report")
+                 help="only score the finished runs again (features are cached), rewrite the report")
   p.add_argument("--split", choices=("validation", "test"), default="validation",
                  help="score on the validation pieces (choosing) or the test pieces (reporting)")
   a = p.parse_args(argv)
@@ -239,13 +256,16 @@ def main(argv=None) -> None:
     done = [{**r, **score_run(pathlib.Path(r["workdir"]), corpus_dir, rows)}
             for r in done if r.get("split", "validation") == a.split and pathlib.Path(r["workdir"]).exists()]
     log.write_text("".join(json.dumps(r) + "\n" for r in done))
+    write_report(out, done)
+    return
   for name, config in configs.items():
     workdir = out / "runs" / f"{name}_s{a.seed}"
     if any(r["name"] == name and r["seed"] == a.seed and r.get("split", "validation") == a.split
            for r in done):
       continue
     print(f"== {name} (seed {a.seed}) -> {workdir}", flush=True)
-    train.train(config, os.fspath(workdir), progress=False)
+    if not trained(workdir, config.total_steps):  # E.g. a `mt2 demo` run linked in.
+      train.train(config, os.fspath(workdir), progress=False)
     row = {"name": name, "seed": a.seed, "split": a.split, "workdir": os.fspath(workdir),
            **summarise(workdir, config.total_steps), **score_run(workdir, corpus_dir, rows)}
     print(json.dumps(row), flush=True)

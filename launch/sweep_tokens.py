@@ -16,6 +16,8 @@ and for their average, scored on the test chorales):
 
 trains the four configs with `mt2 demo`'s settings on the data a finished
 `mt2 demo` left in mt2_demo/ (launch/equivariance_experiments.py, SWEEP).
+K=1 and K=2 are the demo's own three runs (same config, seed and data):
+they are linked in from mt2_demo/runs rather than trained again.
 """
 
 import argparse
@@ -52,15 +54,22 @@ def main() -> None:
   p.add_argument("--steps", type=int, default=None, help="override total_steps")
   p.add_argument("--collect_only", action="store_true")
   a = p.parse_args()
+  out = pathlib.Path(a.out).absolute()
   if a.demo:
     sys.path.insert(0, str(ROOT / "launch"))
     import equivariance_experiments  # pylint: disable=g-import-not-at-top
-    equivariance_experiments.main(["--demo", a.demo, "--out", a.out, "--split", "test",
+    demo_runs = {"k1_equivariant": "equivariant_only", "k1_contrastive": "contrastive_only",
+                 "k2_mt2": "mt2"}
+    for name, run in demo_runs.items():
+      source, link = pathlib.Path(a.demo).absolute() / "runs" / run, out / "runs" / f"{name}_s0"
+      if source.exists() and not link.exists():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(source, target_is_directory=True)
+    equivariance_experiments.main(["--demo", a.demo, "--out", str(out), "--split", "test",
                                    "--only", ",".join(equivariance_experiments.SWEEP)])
     return
   if not a.data:
     p.error("--data is required (or --demo)")
-  out = pathlib.Path(a.out)
   mt2 = pathlib.Path(sys.executable).parent / "mt2"
   for name in RUNS:
     if a.collect_only:

@@ -1,6 +1,6 @@
 """`mt2 demo`: the whole pipeline on the built-in corpus, at CPU size, from scratch.
 
-  mt2 demo                      # ./mt2_demo, about 20 minutes on a 2-core CPU
+  mt2 demo                      # ./mt2_demo, about 30 minutes on a 2-core CPU
   mt2 demo --out /tmp/d --preset smoke   # about a minute: the test suite's run
 
 Stages, each skipped when a previous run finished it:
@@ -73,9 +73,9 @@ class Preset:
 
 
 PRESETS = {
-    # 260 pieces: 26 test pieces x 2 renditions = 52 test chorales, so that one
-    # track moves a score by under 0.02; about 70 minutes of audio (208 train
-    # chorales x 2 x 20 s) for pretraining.
+    # 260 pieces: 50 test chorales (25 pieces x 2 renditions), so that one track
+    # moves a score by 0.02; 420 training renditions x 20 s (140 minutes of
+    # audio) for pretraining.
     "default": Preset(
         corpus=dict(num_pieces=260, variants_per_piece=2, max_seconds=20.0,
                     note_range=(36, 84), note_seconds=2.0),

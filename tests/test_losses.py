@@ -176,13 +176,19 @@ def test_objective_metrics_and_weighted_total():
   config = config_defaults.apply_arg(config_defaults.base_config(), "runlocal,frames=16")
   config.losses.ntxent.weight = 0.5
   config.losses.ntxent.include_shift_view = True
+  config.losses.cpsd.spread_weight = 2.0
+  config.losses.cpsd.spread_target = 10.0  # Above any spread of z: the hinge is always on.
   model = objective.build_model(config)
   batch = _batch(np.random.default_rng(10), 4, 16)
   params = jax.jit(model.init)(jax.random.key(0), batch["x_a"][:1])["params"]
   total, metrics = jax.jit(objective.make_loss_fn(config, model))(params, batch, jax.random.key(1))
   assert set(metrics) == {"loss", "cpsd", "cpsd_pos", "cpsd_eq_a", "cpsd_eq_b", "cpsd_abs_z",
-                          "cpsd_spread", "cpsd_argmax_moves", "ntxent", "ntxent_acc", "ntxent_pos_cos"}
-  assert float(total) == pytest.approx(float(metrics["cpsd"]) + 0.5 * float(metrics["ntxent"]), rel=1e-6)
+                          "cpsd_spread", "cpsd_argmax_moves", "cpsd_hinge", "ntxent", "ntxent_acc",
+                          "ntxent_pos_cos"}
+  # The hinge counts in the total, weighted, but not in `cpsd` (the three STONE terms).
+  assert float(metrics["cpsd_hinge"]) > 9
+  assert float(total) == pytest.approx(float(metrics["cpsd"]) + 2.0 * float(metrics["cpsd_hinge"])
+                                       + 0.5 * float(metrics["ntxent"]), rel=1e-6)
   assert float(metrics["loss"]) == float(total)
   # The losses read the heads of the three views in order [A; B; A'].
   out = jax.jit(model.apply)({"params": params}, np.concatenate([batch[k] for k in objective.VIEWS]))

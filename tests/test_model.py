@@ -371,3 +371,20 @@ def test_paper_preset_is_the_papers_architecture():
   assert config.losses.cpsd.head == "dense" and config.losses.cpsd.spread_weight == 0
   params = _params(model_lib.build_model(config))
   assert "pitch_embed" not in params["backbone"] and "ls1" not in params["backbone"]["block00"]
+
+
+def test_a_config_saved_before_the_learnability_knobs_builds_the_papers_model():
+  """Runs written before these knobs existed have no such keys in config.json: they load dense."""
+  import json
+  import ml_collections
+  config = json.loads(_config("runlocal,paper").to_json())
+  for key in ("patch_embed", "pitch_channels", "layerscale"):
+    del config["model"][key]
+  for key in ("head", "spread_weight", "spread_target"):
+    del config["losses"]["cpsd"][key]
+  old = ml_collections.ConfigDict(config)
+  old.model.class_tokens = tuple(old.model.class_tokens)
+  params = _params(model_lib.build_model(old))
+  assert params["backbone"]["patch_embed"]["kernel"].shape == (84, 32)
+  assert "pitch_embed" not in params["backbone"] and "ls1" not in params["backbone"]["block00"]
+  assert params["head_cpsd"]["dense"]["kernel"].shape == (32, 12)
