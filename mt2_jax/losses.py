@@ -64,6 +64,15 @@ def profile_spread(y):
   return jnp.mean(jnp.std(y.astype(jnp.float32), axis=0))
 
 
+def all_views(*views):
+  """[B, Q] each -> [V*B, Q], a track's views side by side (as `nt_xent` orders them).
+
+  Concatenating along a batch sharded over devices would move rows between
+  devices (an all-to-all); stacking on a new axis keeps each device's rows.
+  """
+  return jnp.stack(views, axis=1).reshape((-1,) + views[0].shape[1:])
+
+
 def circle_spread_hinge(y, omega: float = 7 / 12, target: float = 0.5, eps: float = 1e-4):
   """max(0, target - std of z over the batch): keeps the head off CPSD's constant saddle.
 
@@ -120,7 +129,7 @@ def cpsd(y_a, y_b, y_a_shift, shift, omega: float = 7 / 12):
   loss = aux["cpsd_pos"] + aux["cpsd_eq_a"] + aux["cpsd_eq_b"]
   aux.update({
       "cpsd_abs_z": jnp.mean(jnp.stack([_abs(z) for z in (z_a, z_b, z_s)])),
-      "cpsd_spread": profile_spread(jnp.concatenate([y_a, y_b, y_a_shift])),
+      "cpsd_spread": profile_spread(all_views(y_a, y_b, y_a_shift)),
       "cpsd_argmax_moves": argmax_moves(y_a, y_a_shift, shift),
   })
   return loss, aux
@@ -150,7 +159,7 @@ def nt_xent(z_a, z_b, temperature: float = 0.1, extra_views: Sequence[jax.Array]
   views = [z_a, z_b, *extra_views]
   num_views, batch = len(views), z_a.shape[0]
   # [B*V, p], the views of a track side by side: keeps a device's tracks on it.
-  z = jnp.stack(views, axis=1).reshape(batch * num_views, -1).astype(jnp.float32)
+  z = all_views(*views).astype(jnp.float32)
   z = z * jax.lax.rsqrt(jnp.maximum(jnp.sum(z * z, axis=-1, keepdims=True), 1e-12))
   cos = z @ z.T  # [N, N]
   n = num_views * batch

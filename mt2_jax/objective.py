@@ -27,7 +27,7 @@ def _cpsd_term(cfg, head_a, head_b, head_shift, batch):
   weight = cfg.get("spread_weight", 0.0)
   if not weight:
     return value, aux
-  hinge = losses.circle_spread_hinge(jnp.concatenate([head_a, head_b, head_shift]), omega,
+  hinge = losses.circle_spread_hinge(losses.all_views(head_a, head_b, head_shift), omega,
                                      cfg.get("spread_target", 0.5))
   return value, {**aux, "cpsd_hinge": hinge, "extra_loss": weight * hinge}
 
