@@ -175,12 +175,12 @@ def cross_fit_accuracy(peak: np.ndarray, signature: np.ndarray) -> float:
     peak: int [n] argmax of each track's mean profile, n >= 2.
     signature: int [n] key signature (tonic of the relative major) 0..11.
   """
+  from mt2_jax import probe
   peak, signature = np.asarray(peak), np.asarray(signature)
   first = np.arange(peak.size) < peak.size // 2
   hits = 0
   for fit in (first, ~first):
-    rotation = np.argmax([np.sum((peak[fit] + r) % NUM_CLASSES == signature[fit])
-                          for r in range(NUM_CLASSES)])
+    rotation = probe.best_rotation(peak[fit], signature[fit])
     hits += np.sum((peak[~fit] + rotation) % NUM_CLASSES == signature[~fit])
   return float(hits / peak.size)
 

@@ -302,6 +302,14 @@ def phase_class(profiles: np.ndarray, omega: float = 7 / 12) -> np.ndarray:
 ZERO_SHOT_READOUTS = ("argmax", "phase")
 
 
+def best_rotation(peak: np.ndarray, signature: np.ndarray) -> int:
+  """The r in 0..11 for which (peak + r) mod 12 matches `signature` most often (ties: smallest).
+
+  The head's class index sits on an arbitrary rotation of the key signatures.
+  """
+  return int(np.argmax([np.sum((peak + r) % 12 == signature) for r in range(12)]))
+
+
 def zero_shot_key(task: TaskData, profiles: np.ndarray, readout: str = "argmax",
                   omega: float = 7 / 12) -> dict[str, Any]:
   """The head as a key-signature estimator, + one rotation (0..11) fit on train.
@@ -318,8 +326,7 @@ def zero_shot_key(task: TaskData, profiles: np.ndarray, readout: str = "argmax",
   peak = x.argmax(1) if readout == "argmax" else phase_class(x, omega)
   sig = np.array([key_signature(int(c)) for c in task.y])
   train, test = task.split == "train", task.split == "test"
-  hits = [np.mean((peak[train] + r) % 12 == sig[train]) for r in range(12)]
-  r = int(np.argmax(hits))
+  r = best_rotation(peak[train], sig[train])
   return {**summarize({"key_signature": (peak[test] + r) % 12 == sig[test]}), "rotation": r,
           "n_train": int(train.sum()), "n_test": int(test.sum())}
 
