@@ -14,6 +14,9 @@ probes early. Per run:
   cpsd_q1..q4                  CPSD averaged over each quarter of the run
   keysig_zeroshot              zero-shot key-signature accuracy of the head
   key_<feature>, inst_<feature> key MIREX / chorale-instrument accuracy of a probe
+  token_r2                     how much of the contrastive token a linear map of the
+                               equivariant one explains on held-out tracks (1: the
+                               two tokens are one feature)
 Rows are appended to OUT/results.jsonl (a finished run is not trained again)
 and OUT/results.md and OUT/cpsd_curves.png are rewritten from all rows.
 """
@@ -24,6 +27,8 @@ import json
 import os
 import pathlib
 import sys
+
+import numpy as np
 
 # name -> (config file, overrides of config keys). Every knob is spelt out, so a
 # row means the same whatever the defaults are; keys of a loss the config does
@@ -71,6 +76,11 @@ EXPERIMENTS = {
     "con_hybrid_w96_mlp": ("contrastive_only",
                            {**HYBRID, "model.width": 96, "losses.ntxent.projector": "mlp"}),
     "eq_hinge_w96": ("equivariant_only", {**HINGE, "model.width": 96}),
+    # Are the two tokens two features? (token_r2): class tokens outside LayerScale, or none.
+    "mt2_ls_frames": ("mt2", {**HINGE, "model.width": 96, "losses.ntxent.projector": "mlp",
+                              "model.layerscale_tokens": "frames"}),
+    "mt2_nols": ("mt2", {**HINGE, "model.width": 96, "losses.ntxent.projector": "mlp",
+                         "model.layerscale": 0.0}),
     "mt2_hinge_w96_mlp_shiftpos": ("mt2", {**HINGE, "model.width": 96, "losses.ntxent.projector": "mlp",
                                            "losses.ntxent.include_shift_view": True}),
     "con_hybrid_w96_mlp_shiftpos": ("contrastive_only", {
@@ -168,6 +178,9 @@ def score_run(workdir: pathlib.Path, corpus_dir: pathlib.Path, rows) -> dict:
     else:
       out[f"key_{name}"] = res["key"]  # MIREX weighted score
       out[f"ksprobe_{name}"] = res["key_signature"]  # Key-signature accuracy of that probe.
+  names = [n for n in embedder.feature_names if n.startswith("cls_") and n != "cls_mean"]
+  if len(names) > 1:
+    out["token_r2"] = token_r2(feats[names[0]], feats[names[1]])
   base = probe.task_data("instrument", rows)  # Chorale rows only: instrument of renditions.
   for name in embedder.feature_names:
     t = probe._valid(base, [feats[name]])  # pylint: disable=protected-access
@@ -175,10 +188,20 @@ def score_run(workdir: pathlib.Path, corpus_dir: pathlib.Path, rows) -> dict:
   return out
 
 
+def token_r2(a: np.ndarray, b: np.ndarray) -> float:
+  """R^2 of b [n, d] predicted by a least-squares linear map of a [n, d], fitted
+  on the even rows and scored on the odd ones."""
+  fit, held = slice(0, None, 2), slice(1, None, 2)
+  a_mean, b_mean = a[fit].mean(0), b[fit].mean(0)
+  w, *_ = np.linalg.lstsq(a[fit] - a_mean, b[fit] - b_mean, rcond=None)
+  err = b[held] - b_mean - (a[held] - a_mean) @ w
+  return float(1 - (err ** 2).sum() / ((b[held] - b[held].mean(0)) ** 2).sum())
+
+
 def write_report(out: pathlib.Path, results: list[dict]) -> None:
   cols = ["cpsd_q1", "cpsd_q2", "cpsd_q3", "cpsd_q4", "cpsd_last10", "ntxent_last10",
           "ntxent_acc_last10", "keysig_zeroshot", "keysig_phase", "key_equivariant", "key_contrastive",
-          "key_mean", "inst_equivariant", "inst_contrastive", "inst_mean"]
+          "key_mean", "inst_equivariant", "inst_contrastive", "inst_mean", "token_r2"]
   cols += sorted({k for r in results for k in r if k.startswith(("keysig", "key_", "inst_", "ksprobe_"))}
                  - set(cols))
   cols = [c for c in cols if any(c in r for r in results)]

@@ -78,6 +78,7 @@ def base_config() -> ml_collections.ConfigDict:
       patch_embed="hybrid",
       pitch_channels=config_dict.placeholder(int),  # c; None: half the width for 'hybrid'.
       layerscale=0.01,  # LayerScale init on both branches of every block; 0: off.
+      layerscale_tokens="all",  # 'all' tokens, or 'frames' only (class tokens unscaled).
       # Unset (None): the variant's. Set one to vary a single dimension, e.g.
       # --config.model.depth=4.
       width=config_dict.placeholder(int),

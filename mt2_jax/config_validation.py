@@ -126,6 +126,8 @@ def check_model(config) -> None:
   if 12 * pitch_c > dims["width"]:
     _fail("model.pitch_channels", f"12 x {pitch_c} exceeds the width {dims['width']}")
   _number(config, "model.layerscale", low=0)
+  if model.get("layerscale_tokens", "all") not in ("all", "frames"):
+    _fail("model.layerscale_tokens", f"must be 'all' or 'frames', got {model.layerscale_tokens!r}")
   tokens = model.class_tokens
   if isinstance(tokens, str) or not tokens:
     _fail("model.class_tokens", f"must be a non-empty tuple of names, got {tokens!r}")

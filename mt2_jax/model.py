@@ -227,6 +227,10 @@ class EncoderBlock(nn.Module):
   every block start near the identity, so the pitch-class layout that
   `PitchEmbed` gives the tokens reaches the heads intact early in training
   (docs/experiments.md: without it the equivariant head collapses).
+  With `layerscale_tokens='frames'` the first `num_class_tokens` tokens take
+  full-size updates (scale 1): a class token is then free to become its own
+  function of the frames early, instead of staying the shared frame mean that
+  it starts from (docs/design.md §2.3).
   """
   num_heads: int
   mlp_dim: int
@@ -234,13 +238,19 @@ class EncoderBlock(nn.Module):
   dropout: float = 0.0
   attention: str = "auto"
   layerscale: float = 0.0
+  layerscale_tokens: str = "all"  # 'all' or 'frames'.
+  num_class_tokens: int = 0
 
   def _scale(self, name: str, h):
+    """h [B, L, d] -> h scaled per channel (and not at all on class tokens if 'frames')."""
     if not self.layerscale:
       return h
     gamma = self.param(name, _init(nn.initializers.constant(self.layerscale), "embed"),
-                       (h.shape[-1],), jnp.float32)
-    return h * gamma.astype(h.dtype)
+                       (h.shape[-1],), jnp.float32).astype(h.dtype)
+    if self.layerscale_tokens == "frames":
+      is_cls = (jnp.arange(h.shape[1]) < self.num_class_tokens)[:, None]  # [L, 1]
+      return h * jnp.where(is_cls, jnp.ones_like(gamma), gamma)
+    return h * gamma
 
   @nn.compact
   def __call__(self, x, mask=None, train: bool = False):
@@ -320,6 +330,7 @@ class ViT1D(nn.Module):
   patch_embed: str = "dense"  # 'dense' (the paper), 'pitch' or 'hybrid' (PitchEmbed + dense).
   pitch_channels: int | None = None  # c of PitchEmbed; None: pitch_embed_channels' default.
   layerscale: float = 0.0  # EncoderBlock.layerscale; 0: no LayerScale (the paper).
+  layerscale_tokens: str = "all"  # EncoderBlock.layerscale_tokens.
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
@@ -359,6 +370,7 @@ class ViT1D(nn.Module):
     for i in range(self.depth):
       h = block(self.num_heads, self.mlp_dim, dtype=self.dtype, dropout=self.dropout,
                 attention=self.attention, layerscale=self.layerscale,
+                layerscale_tokens=self.layerscale_tokens, num_class_tokens=num_classes,
                 name=f"block{i:02d}")(h, mask, train)
     h = _layer_norm("final_norm", self.dtype)(h)
 
@@ -517,6 +529,7 @@ def build_model(config) -> MT2:
       patch_embed=config.model.get("patch_embed", "dense"),
       pitch_channels=config.model.get("pitch_channels", None),
       layerscale=config.model.get("layerscale", 0.0),
+      layerscale_tokens=config.model.get("layerscale_tokens", "all"),
       name="backbone")
   return MT2(backbone=backbone, heads=head_specs(config))
 
