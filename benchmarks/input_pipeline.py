@@ -4,7 +4,7 @@ r"""Input pipeline throughput: views per second on one host, by worker count.
   python benchmarks/input_pipeline.py --data DATA --workers 0,2,8 --batch_size 128
   python benchmarks/input_pipeline.py --quick                # smallest run (tests use it)
 
-Times `mt2_jax.pipeline` as training uses it (host-local batches of
+Times `mt2_jax.data.pipeline` as training uses it (host-local batches of
 batch_size tracks, each giving x_a, x_b and x_a_shift): for each worker count,
 the time to the first batch (start-up, worker spawn included), then
 `--batches` batches after `--warmup`. Without --data a synthetic dataset is
@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 
 # Imported before our flags: prepare defines --out too, and ours must win.
-from mt2_jax import prepare as prepare_lib
+from mt2_jax.data import prepare as prepare_lib
 
 try:
   from benchmarks import results
@@ -88,7 +88,7 @@ def synthetic_dataset(out_dir, files: int, seconds: float, seed: int = 0) -> str
 
 
 def make_config(data_dir, segment_frames, batch_size, prefetch, dtype) -> ml_collections.ConfigDict:
-  from mt2_jax.cqt import CQTConfig
+  from mt2_jax.data.cqt import CQTConfig
   return ml_collections.ConfigDict(dict(
       seed=0, data_dir=str(data_dir), batch_size=batch_size, cqt=CQTConfig().to_dict(),
       data=dict(segment_frames=segment_frames, crop_bins=84, max_offset=12, num_workers=0,
@@ -97,7 +97,7 @@ def make_config(data_dir, segment_frames, batch_size, prefetch, dtype) -> ml_col
 
 def time_workers(config, workers: int, batches: int, warmup: int) -> dict:
   """Start-up and steady-state rate of the pipeline with `workers` processes."""
-  from mt2_jax import pipeline
+  from mt2_jax.data import pipeline
   t0 = time.perf_counter()
   it = pipeline.make_iterator(config, num_workers=workers)
   try:
@@ -156,7 +156,7 @@ def run(data=None, quick=False, workers=None, batch_size=None, segment_frames=No
     else:
       data = synthetic_dataset(tmp, base["files"], base["seconds"])
       dataset_name = f"synthetic, {base['files']} chords of {base['seconds']:g} s"
-    from mt2_jax import pipeline
+    from mt2_jax.data import pipeline
     configs = [make_config(data, segment_frames, batch_size, prefetch, d) for d in dtypes]
     records = len(pipeline.make_plan(configs[0]).records)
     load = os.getloadavg()

@@ -20,7 +20,8 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import results  # noqa: E402  (benchmarks/results.py)
 
-from mt2_jax import corpus, prepare  # noqa: E402
+from mt2_jax.data import corpus
+from mt2_jax.data import prepare  # noqa: E402
 
 
 def cpu_seconds() -> float:

@@ -5,7 +5,7 @@ r"""Train-step throughput of mt2_jax against the PyTorch reference, and memory.
   python benchmarks/train_step.py --variants=tiny --frames=173 --no-torch_compile
 
 For each model variant and segment length it times the jitted, donated JAX
-train step (`mt2_jax.train_step.make_train_step`, one device) and the same
+train step (`mt2_jax.train.step.make_train_step`, one device) and the same
 step in `benchmarks/torch_reference.py` (eager and `torch.compile`), in the
 same process on the same device, and reports:
 
@@ -39,11 +39,13 @@ import jax
 import ml_collections
 import numpy as np
 
+from mt2_jax import sharding
+
 from mt2_jax import config_defaults
 from mt2_jax import config_validation
 from mt2_jax import host
 from mt2_jax import model as model_lib
-from mt2_jax import train_step as train_step_lib
+from mt2_jax.train import step as train_step_lib
 
 try:
   from benchmarks import results
@@ -196,7 +198,7 @@ def measure_jax(config, devices=None, steps: int = 3, warmup: int = 1, partner=N
   whose speed drifts by 10% over a minute (a shared 2-core VM does).
   """
   devices = list(devices or default_devices(config))
-  mesh = train_step_lib.make_mesh(config, devices)
+  mesh = sharding.make_mesh(config, devices)
   model = model_lib.build_model(config)
   tx = train_step_lib.make_optimizer(config)
   state = train_step_lib.create_train_state(config, model, tx, mesh)

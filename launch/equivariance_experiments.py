@@ -151,7 +151,7 @@ def summarise(workdir: pathlib.Path, total_steps: int) -> dict:
 
 
 def trained(workdir: pathlib.Path, total_steps: int) -> bool:
-  from mt2_jax import checkpoint
+  from mt2_jax.train import checkpoint
   if not (workdir / "config.json").exists():
     return False
   ckpt = checkpoint.Checkpointer(workdir)
@@ -162,7 +162,8 @@ def trained(workdir: pathlib.Path, total_steps: int) -> bool:
 
 
 def score_run(workdir: pathlib.Path, corpus_dir: pathlib.Path, rows) -> dict:
-  from mt2_jax import embed, probe
+  from mt2_jax.eval import embed
+  from mt2_jax.eval import probe
   embedder = embed.Embedder.from_run(workdir)
   fp = probe.data_fingerprint(corpus_dir, rows)
   feats = probe.extract_features(embedder, corpus_dir, rows,
@@ -245,7 +246,10 @@ def main(argv=None) -> None:
                  help="score on the validation pieces (choosing) or the test pieces (reporting)")
   a = p.parse_args(argv)
   sys.path.insert(0, os.fspath(pathlib.Path(__file__).resolve().parent.parent))
-  from mt2_jax import demo, host, probe, train_step
+  from mt2_jax import demo
+  from mt2_jax import host
+  from mt2_jax.eval import probe
+  from mt2_jax.train import step as train_step
   names = [n for n in a.only.split(",") if n] or list(EXPERIMENTS)
   unknown = sorted(set(names) - set(EXPERIMENTS))
   if unknown:
@@ -264,7 +268,8 @@ def main(argv=None) -> None:
       config.total_steps = a.steps
     configs[name] = config
   host.use_cpu_cores(preset.batch_size, train_step.tokens_per_track(next(iter(configs.values()))))
-  from mt2_jax import config_validation, train
+  from mt2_jax import config_validation
+  from mt2_jax.train import loop as train
   for config in configs.values():
     config_validation.validate(config)  # Every experiment's config, before any compute.
   corpus_dir = demo_dir / "corpus"

@@ -13,13 +13,13 @@ from absl import flags
 
 # name -> (module, one-line help). Modules define absl flags at import time.
 COMMANDS = {
-    "corpus": ("mt2_jax.corpus", "render the built-in Bach-chorale corpus to audio + labels.csv"),
-    "prepare": ("mt2_jax.prepare", "audio folder -> pre-sharded CQT dataset (TFDS ArrayRecord)"),
-    "views": ("mt2_jax.views", "write one batch of training views (and a picture of them)"),
+    "corpus": ("mt2_jax.data.corpus", "render the built-in Bach-chorale corpus to audio + labels.csv"),
+    "prepare": ("mt2_jax.data.prepare", "audio folder -> pre-sharded CQT dataset (TFDS ArrayRecord)"),
+    "views": ("mt2_jax.data.views", "write one batch of training views (and a picture of them)"),
     "info": ("mt2_jax.info", "parameters, FLOPs and output shapes of a config"),
-    "train": ("mt2_jax.train", "pretrain MT2 (resumes from --workdir)"),
-    "embed": ("mt2_jax.embed", "embed a folder of audio with a trained run"),
-    "probe": ("mt2_jax.probe", "linear probes on frozen features"),
+    "train": ("mt2_jax.train.loop", "pretrain MT2 (resumes from --workdir)"),
+    "embed": ("mt2_jax.eval.embed", "embed a folder of audio with a trained run"),
+    "probe": ("mt2_jax.eval.probe", "linear probes on frozen features"),
     "bench": ("mt2_jax.bench", "throughput benchmarks"),
     "demo": ("mt2_jax.demo", "the whole pipeline on the built-in corpus at CPU size"),
 }

@@ -113,7 +113,7 @@ def base_config() -> ml_collections.ConfigDict:
       lr=5e-4, warmup_steps=5000, end_lr=1e-6, b1=0.9, b2=0.98, weight_decay=0.05, grad_clip=1.0)
 
   # Zero-shot key-signature accuracy of each CPSD head, every `every` steps, on
-  # split `split` of a prepared dataset with a `key` column (mt2_jax.diagnostics;
+  # split `split` of a prepared dataset with a `key` column (mt2_jax.train.diagnostics;
   # the centre max_windows windows of each track). data_dir '' or every 0: off.
   config.eval = dict(data_dir="", split="validation", every=0, max_windows=4)
 

@@ -218,7 +218,7 @@ def check_mesh(config) -> None:
 @register
 def check_eval(config) -> None:
   """config.eval (the periodic zero-shot eval); its data is checked by `mt2 train`."""
-  from mt2_jax import dataset
+  from mt2_jax.data import dataset
   if "eval" not in config:
     return  # A config from before the eval section: no eval.
   data_dir = _get(config, "eval.data_dir")

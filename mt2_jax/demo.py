@@ -5,7 +5,7 @@
 
 Stages, each skipped when a previous run finished it:
   1. corpus    Bach chorales and single notes rendered to labelled audio
-               (mt2_jax.corpus) in OUT/corpus.
+               (mt2_jax.data.corpus) in OUT/corpus.
   2. prepare   the CQT dataset of the *training split's* chorales only
                (OUT/data), so that no model has heard the audio it is probed
                on, and of the validation split's (OUT/data_val, labelled).
@@ -19,7 +19,7 @@ Stages, each skipped when a previous run finished it:
                instrument (single notes) and chorale_instrument (whole
                chorales), the untrained-MT2 and MFCC-stats references, the
                zero-shot key-signature readout of the equivariant head and
-               the Krumhansl-Kessler chroma template for key (mt2_jax.probe),
+               the Krumhansl-Kessler chroma template for key (mt2_jax.eval.probe),
                each score with a 95% bootstrap interval over test tracks;
                features are cached in each run's probe_cache/.
 Outputs: OUT/results.md and results.json (the table printed at the end, with
@@ -41,7 +41,7 @@ from absl import flags
 from absl import logging
 
 from mt2_jax import host
-from mt2_jax.embed import OUT_HELP, define_flag
+from mt2_jax.eval.embed import OUT_HELP, define_flag
 
 define_flag(flags.DEFINE_string, "out", None, OUT_HELP)
 define_flag(flags.DEFINE_enum, "preset", "default", "CPU-sized run, or the ~1-minute smoke test.",
@@ -138,7 +138,7 @@ def _mark(marker: pathlib.Path, settings: dict) -> None:
 
 
 def stage_corpus(out: pathlib.Path, preset: Preset, progress: bool) -> pathlib.Path:
-  from mt2_jax import corpus
+  from mt2_jax.data import corpus
   corpus_dir = out / "corpus"
   settings = {k: list(v) if isinstance(v, tuple) else v for k, v in preset.corpus.items()}
   marker = corpus_dir / ".demo_done.json"
@@ -159,7 +159,7 @@ def stage_prepare(out: pathlib.Path, corpus_dir: pathlib.Path, workers: int,
   scores while training.
   """
   import csv
-  from mt2_jax import prepare
+  from mt2_jax.data import prepare
   names = {"train": ("pretrain_audio", "data"), "validation": ("val_audio", "data_val")}
   audio_dir, data_dir = (out / name for name in names[split])
   if (data_dir / "_parts" / "plan.json").exists() and (data_dir / "rejected.csv").exists():
@@ -186,7 +186,7 @@ def stage_prepare(out: pathlib.Path, corpus_dir: pathlib.Path, workers: int,
 def stage_train(out: pathlib.Path, preset: Preset, data_dir, progress: bool,
                 eval_dir=None) -> dict[str, pathlib.Path]:
   """Trains (or resumes) every run of RUNS on data_dir; eval_dir as in run_config."""
-  from mt2_jax import checkpoint
+  from mt2_jax.train import checkpoint
   workdirs = {}
   for name in RUNS:
     workdir = out / "runs" / name
@@ -199,7 +199,7 @@ def stage_train(out: pathlib.Path, preset: Preset, data_dir, progress: bool,
       if latest is not None and latest >= config.total_steps:
         logging.info("demo: %s already trained (step %d)", name, latest)
         continue
-    from mt2_jax import train  # Imported late: it is the heaviest module.
+    from mt2_jax.train import loop as train  # Imported late: it is the heaviest module.
     print(f"demo: training {name} for {config.total_steps} steps -> {workdir}", flush=True)
     train.train(config, os.fspath(workdir), progress=progress)
   return workdirs
@@ -207,7 +207,8 @@ def stage_train(out: pathlib.Path, preset: Preset, data_dir, progress: bool,
 
 def stage_probe(workdirs: dict, corpus_dir, progress: bool) -> list[dict[str, Any]]:
   """Every run's probes on TASKS, then the references (untrained MT2, KK chroma, MFCC stats)."""
-  from mt2_jax import embed, probe
+  from mt2_jax.eval import embed
+  from mt2_jax.eval import probe
   rows = probe.read_examples(corpus_dir)
   fp = probe.data_fingerprint(corpus_dir, rows)
   results, references = [], []
@@ -257,7 +258,7 @@ def plot_losses(workdirs: dict, path) -> None:
 
 def run_demo(out="mt2_demo", preset: str = "default", progress: bool = True) -> dict[str, Any]:
   """Runs (or finishes) the demo in `out`; returns {results, findings, paths, timings, workdirs}."""
-  from mt2_jax import probe
+  from mt2_jax.eval import probe
   if preset not in PRESETS:
     raise ValueError(f"unknown preset {preset!r}; known: {sorted(PRESETS)}")
   p = PRESETS[preset]
@@ -294,10 +295,10 @@ def run_demo(out="mt2_demo", preset: str = "default", progress: bool = True) -> 
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from mt2_jax import probe
+  from mt2_jax.eval import probe
   preset = "smoke" if FLAGS.smallest else FLAGS.preset
   if preset in PRESETS:  # Else run_demo names the presets.
-    from mt2_jax import train_step
+    from mt2_jax.train import step as train_step
     config = run_config("mt2", PRESETS[preset], "")
     host.use_cpu_cores(config.batch_size, train_step.tokens_per_track(config))
   out = FLAGS.out or "mt2_demo"

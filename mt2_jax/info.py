@@ -29,7 +29,7 @@ from ml_collections import config_flags
 
 from mt2_jax import config_validation
 from mt2_jax import model as model_lib
-from mt2_jax import objective
+from mt2_jax.train import objective
 
 # Other subcommands may define --config too when imported in one process
 # (tests); the flag is the same kind, so define it once.

@@ -1,4 +1,4 @@
-"""Tests of `mt2 corpus` (mt2_jax.corpus) and its synthesizer (mt2_jax.synth).
+"""Tests of `mt2 corpus` (mt2_jax.data.corpus) and its synthesizer (mt2_jax.data.synth).
 
 One small corpus is rendered once per module and checked against music21,
 mir_eval and signal analysis of its own audio.
@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mt2_jax import corpus
-from mt2_jax import synth
+from mt2_jax.data import corpus
+from mt2_jax.data import synth
 
 SR = synth.SAMPLE_RATE
 # Small but complete: 4 chorales x 2 renditions of 8 s, notes 57..64 of all 7 instruments.

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mt2_jax import config_defaults, dataset, diagnostics, losses, prepare, probe, train, train_step
+from mt2_jax import config_defaults
+from mt2_jax.data import dataset
+from mt2_jax.train import diagnostics
+from mt2_jax import losses
+from mt2_jax.data import prepare
+from mt2_jax.eval import probe
+from mt2_jax.train import loop as train
+from mt2_jax.train import step as train_step
 
 SR = 22050
 SEGMENT = 32  # Frames per window in the training runs here.

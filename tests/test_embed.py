@@ -1,4 +1,4 @@
-"""Embeddings in windows (mt2_jax.embed), `mt2 embed` and the HEAR API (mt2_jax.hear)."""
+"""Embeddings in windows (mt2_jax.eval.embed), `mt2 embed` and the HEAR API (mt2_jax.eval.hear)."""
 
 import importlib.util
 import pathlib
@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mt2_jax import embed
-from mt2_jax import hear
-from mt2_jax.cqt import cqt_magnitude, log_compress
+from mt2_jax import sharding
+
+from mt2_jax.eval import embed
+from mt2_jax.eval import hear
+from mt2_jax.data.cqt import cqt_magnitude, log_compress
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SR = 22050
@@ -49,12 +51,14 @@ def embedder():
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
   """A run laid out as train.py writes it: config.json + an Orbax checkpoint."""
-  from mt2_jax import checkpoint, model as model_lib, train_step
+  from mt2_jax.train import checkpoint
+  from mt2_jax import model as model_lib
+  from mt2_jax.train import step as train_step
   workdir = tmp_path_factory.mktemp("run")
   config = _config()
   model = model_lib.build_model(config)
   tx = train_step.make_optimizer(config)
-  state = train_step.create_train_state(config, model, tx, train_step.single_device_mesh())
+  state = train_step.create_train_state(config, model, tx, sharding.single_device_mesh())
   ckpt = checkpoint.Checkpointer(workdir)
   ckpt.save(7, state)
   ckpt.close()
@@ -131,7 +135,7 @@ def test_short_audio_and_other_sample_rates(embedder):
 
 
 def test_bad_audio_is_an_audio_error(embedder):
-  from mt2_jax.audio import AudioError
+  from mt2_jax.data.audio import AudioError
   for bad in (np.zeros(SR, np.float32), np.zeros(0, np.float32), np.full(SR, np.nan, np.float32)):
     with pytest.raises(AudioError):
       embedder.embed(bad, SR)

@@ -9,7 +9,7 @@ import pytest
 
 from mt2_jax import config_defaults
 from mt2_jax import losses
-from mt2_jax import objective
+from mt2_jax.train import objective
 
 
 def _one_hot(q, n=12):

@@ -8,7 +8,7 @@ import pytest
 
 from mt2_jax import config_defaults
 from mt2_jax import model as model_lib
-from mt2_jax import objective
+from mt2_jax.train import objective
 
 # Backbone parameters (patch embedding, positional embedding over 646 frames,
 # 2 class tokens, 12 or 2 blocks, final LayerNorm; no heads), computed once.

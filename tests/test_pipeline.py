@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mt2_jax import dataset
-from mt2_jax import pipeline
-from mt2_jax.prepare import prepare
+from mt2_jax.data import dataset
+from mt2_jax.data import pipeline
+from mt2_jax.data.prepare import prepare
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SR = 22050
@@ -173,7 +173,7 @@ def test_resume_gives_the_next_batches(data_dir):
 
 def test_orbax_checkpoint_round_trip(data_dir, tmp_path):
   """Through the run's Checkpointer: grain.checkpoint.CheckpointHandler saves our state."""
-  from mt2_jax.checkpoint import Checkpointer
+  from mt2_jax.train.checkpoint import Checkpointer
   config = make_config(data_dir)
   ref, _ = take(config, 5)
   train_state = {"w": np.arange(3.0, dtype=np.float32)}
@@ -318,7 +318,7 @@ flags.FLAGS.mark_as_parsed()
 import jax, json, ml_collections, numpy as np
 port, pid, data_dir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 jax.distributed.initialize(f"localhost:{port}", num_processes=2, process_id=pid)
-from mt2_jax import pipeline
+from mt2_jax.data import pipeline
 config = ml_collections.ConfigDict(dict(seed=0, data_dir=data_dir, batch_size=8,
     cqt=dict(sample_rate=22050, fmin=27.5, n_bins=99, bins_per_octave=12, hop_length=512),
     data=dict(segment_frames=48, crop_bins=84, max_offset=12, num_workers=0,

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mt2_jax import dataset, prepare
-from mt2_jax.cqt import CQTConfig, log_cqt
+from mt2_jax.data import dataset
+from mt2_jax.data import prepare
+from mt2_jax.data.cqt import CQTConfig, log_cqt
 
 
 def sine(freq, seconds, sr=22050, amp=0.5):
@@ -98,7 +99,7 @@ def test_prepare_writes_good_files_and_reports_bad_ones(audio_dir, tmp_path):
     assert r["cqt"].dtype == np.float16 and r["cqt"].shape == (99, r["num_frames"])
   # Values read back equal a direct computation on the same audio.
   by_src = {r["source"].decode(): r for r in train}
-  from mt2_jax.audio import load_audio
+  from mt2_jax.data.audio import load_audio
   direct = log_cqt(load_audio(audio_dir / "a440.wav"), cfg).astype(np.float16)
   np.testing.assert_array_equal(by_src["a440.wav"]["cqt"], direct)
   assert by_src["sub/stereo.flac"]["key"].decode() == "C major"

@@ -1,11 +1,11 @@
-"""Linear probes, the zero-shot key readout and the KK chroma template (mt2_jax.probe)."""
+"""Linear probes, the zero-shot key readout and the KK chroma template (mt2_jax.eval.probe)."""
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from mt2_jax import probe
-from mt2_jax.cqt import CQTConfig
+from mt2_jax.eval import probe
+from mt2_jax.data.cqt import CQTConfig
 
 SR = 22050
 
@@ -129,7 +129,7 @@ def test_kk_templates_recover_keys_of_chord_progressions():
 def test_features_are_cached(tmp_path, monkeypatch):
   import importlib.util
   import pathlib
-  from mt2_jax import embed
+  from mt2_jax.eval import embed
   spec = importlib.util.spec_from_file_location(
       "cfg", pathlib.Path(__file__).resolve().parent.parent / "configs" / "equivariant_only.py")
   module = importlib.util.module_from_spec(spec)
@@ -239,7 +239,7 @@ def test_frame_stats_are_exact_over_blocks():
 
 def test_mfcc_stats_shape_values_and_cache(tmp_path, monkeypatch):
   import librosa
-  from mt2_jax import audio
+  from mt2_jax.data import audio
   rows = []
   for i, minor in enumerate((False, True)):
     sf.write(tmp_path / f"{i}.wav", progression(i, minor, 0.3, 1), SR)

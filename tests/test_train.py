@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mt2_jax import checkpoint, config_defaults, model as model_lib, prepare, train, train_step
+from mt2_jax import sharding
+
+from mt2_jax.train import checkpoint
+from mt2_jax import config_defaults
+from mt2_jax import model as model_lib
+from mt2_jax.data import prepare
+from mt2_jax.train import loop as train
+from mt2_jax.train import step as train_step
 
 
 @pytest.fixture(scope="module")
@@ -54,13 +61,13 @@ def read_metrics(workdir):
 
 def test_train_step_reduces_loss_with_configured_shardings():
   assert jax.device_count() == 8
-  for sharding, fsdp in (("data", 1), ("fsdp", 2)):
+  for rules, fsdp in (("data", 1), ("fsdp", 2)):
     config = runlocal_mt2()
     config.data.segment_frames = 32
-    config.sharding, config.mesh.fsdp = sharding, fsdp
+    config.sharding, config.mesh.fsdp = rules, fsdp
     config.optim.warmup_steps = 1
     config.optim.lr = 2e-3
-    mesh = train_step.make_mesh(config)
+    mesh = sharding.make_mesh(config)
     model = model_lib.build_model(config)
     tx = train_step.make_optimizer(config)
     state = train_step.create_train_state(config, model, tx, mesh)
@@ -68,7 +75,7 @@ def test_train_step_reduces_loss_with_configured_shardings():
     expected = (None, "fsdp") if sharding == "fsdp" else (None, None)
     assert tuple(kernel.sharding.spec) == expected
     batch = train_step.synthetic_batch(config, mesh)
-    assert batch["x_a"].sharding.spec == train_step.BATCH_SPEC
+    assert batch["x_a"].sharding.spec == sharding.BATCH_SPEC
     assert len(batch["x_a"].addressable_shards) == 8
     assert batch["x_a"].addressable_shards[0].data.shape[0] == config.batch_size // 8
     step = train_step.make_train_step(config, model, tx, mesh)
@@ -87,7 +94,7 @@ def test_data_parallel_step_keeps_each_devices_rows_on_it():
   concatenating [A; B; A'] along the sharded batch needs)."""
   config = runlocal_mt2()
   config.data.segment_frames = 32
-  mesh = train_step.make_mesh(config)
+  mesh = sharding.make_mesh(config)
   model = model_lib.build_model(config)
   tx = train_step.make_optimizer(config)
   state = train_step.abstract_train_state(config, model, tx, mesh)
@@ -153,7 +160,7 @@ def test_checkpoint_from_8_devices_restores_on_4(data_dir, tmp_path):
   ckpt = checkpoint.Checkpointer(tmp_path)
   states = []
   for devices in (jax.devices(), jax.devices()[:4]):
-    mesh = train_step.make_mesh(config, devices=devices)
+    mesh = sharding.make_mesh(config, devices=devices)
     states.append(ckpt.restore(8, train_step.abstract_train_state(config, model, tx, mesh)))
   assert states[1].params["backbone"]["pos_embed"].sharding.mesh.size == 4
   jax.tree.map(np.testing.assert_array_equal, states[0].params, states[1].params)

@@ -72,8 +72,8 @@ from absl import flags
 from absl import logging
 import numpy as np
 
-from mt2_jax import embed as embed_lib
-from mt2_jax.embed import OUT_HELP, define_flag
+from mt2_jax.eval import embed as embed_lib
+from mt2_jax.eval.embed import OUT_HELP, define_flag
 
 define_flag(flags.DEFINE_string, "workdir", None, "Training run folder (config.json + checkpoints).")
 define_flag(flags.DEFINE_string, "data", None, "Labelled audio folder (labels.csv beside the audio).")
@@ -367,7 +367,7 @@ def _frame_stats(x: np.ndarray, sample_rate: int, frames_of, block_seconds: floa
 def track_chroma(x: np.ndarray, cqt, block_seconds: float = 60.0) -> np.ndarray:
   """Mean chroma [12] of a waveform at cqt.sample_rate."""
   import librosa
-  from mt2_jax.cqt import cqt_magnitude
+  from mt2_jax.data.cqt import cqt_magnitude
   chroma = lambda b: librosa.feature.chroma_cqt(C=cqt_magnitude(b, cqt), fmin=cqt.fmin,
                                                 bins_per_octave=cqt.bins_per_octave)
   return _frame_stats(x, cqt.sample_rate, chroma, block_seconds)[0].astype(np.float32)
@@ -415,7 +415,7 @@ def extract_features(embedder: embed_lib.Embedder, data_dir, rows, cache_path=No
   embedder rejects gets NaN features (and is left out of every task).
   """
   import tqdm
-  from mt2_jax import audio
+  from mt2_jax.data import audio
   files = [r["file"] for r in rows]
   cache_path = pathlib.Path(cache_path) if cache_path else None
   if cache_path is not None:
@@ -443,7 +443,7 @@ def _extract_tracks(name: str, track_fn, dim: int, sample_rate: int, data_dir, r
   """track_fn(waveform at sample_rate) -> [dim] of each row's audio: [n_rows, dim],
   NaN where the audio is unreadable, cached at cache_path under `name`."""
   import tqdm
-  from mt2_jax import audio
+  from mt2_jax.data import audio
   files = [r["file"] for r in rows]
   cache_path = pathlib.Path(cache_path) if cache_path else None
   if cache_path is not None:

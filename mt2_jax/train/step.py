@@ -17,15 +17,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import struct
-from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from mt2_jax import model as model_lib
-from mt2_jax import objective
-
-MESH_AXES = ("data", "fsdp")
-BATCH_SPEC = P(MESH_AXES)  # The batch's leading dim over every device.
-
+from mt2_jax import sharding
+from mt2_jax.train import objective
 
 class TrainState(struct.PyTreeNode):
   step: jax.Array      # int32 scalar
@@ -37,30 +33,6 @@ class TrainState(struct.PyTreeNode):
 def tokens_per_track(config) -> int:
   """Tokens a track puts through the model in a step: 3 views of K + T."""
   return 3 * (len(config.model.class_tokens) + config.data.segment_frames)
-
-
-def make_mesh(config, devices=None) -> Mesh:
-  """A ('data', 'fsdp') mesh over all devices; `config.mesh.data=-1` takes the rest."""
-  devices = list(jax.devices() if devices is None else devices)
-  fsdp = int(config.mesh.get("fsdp", 1))
-  data = int(config.mesh.get("data", -1))
-  if data == -1:
-    data = len(devices) // fsdp
-  if data * fsdp != len(devices):
-    raise ValueError(f"config.mesh: data={config.mesh.data} x fsdp={fsdp} does not match "
-                     f"the {len(devices)} devices")
-  # Mesh (not jax.make_mesh): auto axis types, so sharding follows the
-  # constraints we give and XLA propagates the rest.
-  return Mesh(mesh_utils.create_device_mesh((data, fsdp), devices), MESH_AXES)
-
-
-def single_device_mesh(device=None) -> Mesh:
-  """A 1x1 mesh: inference and checkpoint loading on one device."""
-  return Mesh(np.array([device or jax.devices()[0]]).reshape(1, 1), MESH_AXES)
-
-
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-  return NamedSharding(mesh, BATCH_SPEC)
 
 
 def learning_rate_schedule(config) -> optax.Schedule:
@@ -155,7 +127,7 @@ def make_train_step(config, model, tx, mesh: Mesh) -> Callable[[TrainState, dict
 
   state_sh = state_shardings(config, model, tx, mesh)
   replicated = NamedSharding(mesh, P())
-  jitted = jax.jit(step, in_shardings=(state_sh, batch_sharding(mesh)),
+  jitted = jax.jit(step, in_shardings=(state_sh, sharding.batch_sharding(mesh)),
                    out_shardings=(state_sh, replicated), donate_argnums=(0,))
 
   def train_step(state, batch):
@@ -173,5 +145,5 @@ def synthetic_batch(config, mesh: Mesh | None = None, seed: int = 0) -> dict:
   batch = {k: rng.random(shape, np.float32) for k in objective.VIEWS}
   batch["shift"] = rng.choice(np.r_[-11:0, 1:12], size=config.batch_size).astype(np.int32)
   if mesh is not None:
-    batch = jax.device_put(batch, batch_sharding(mesh))
+    batch = jax.device_put(batch, sharding.batch_sharding(mesh))
   return batch

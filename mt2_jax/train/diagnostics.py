@@ -131,8 +131,8 @@ def check_eval_data(config) -> None:
   """
   if not eval_enabled(config):
     return
-  from mt2_jax import dataset
-  from mt2_jax.cqt import CQTConfig
+  from mt2_jax.data import dataset
+  from mt2_jax.data.cqt import CQTConfig
   path = config.eval.data_dir
   if not pathlib.Path(path).is_dir():
     raise ValueError(f"config.eval.data_dir: {path} does not exist")
@@ -175,7 +175,7 @@ def cross_fit_accuracy(peak: np.ndarray, signature: np.ndarray) -> float:
     peak: int [n] argmax of each track's mean profile, n >= 2.
     signature: int [n] key signature (tonic of the relative major) 0..11.
   """
-  from mt2_jax import probe
+  from mt2_jax.eval import probe
   peak, signature = np.asarray(peak), np.asarray(signature)
   first = np.arange(peak.size) < peak.size // 2
   hits = 0
@@ -196,7 +196,8 @@ def load_eval_windows(data_dir, split: str, crop_bins: int, window: int,
     windows: float16 [N, crop_bins, window]; track: int [N], each window's
     track; signature: int [num_tracks], the key signature of its key.
   """
-  from mt2_jax import dataset, probe
+  from mt2_jax.data import dataset
+  from mt2_jax.eval import probe
   source = dataset.open_split(data_dir, split)
   windows, track, signature = [], [], []
   for i in range(len(source)):
@@ -231,7 +232,8 @@ class ZeroShotKeyEval:
     import flax.linen as nn
     import jax
     from jax.sharding import NamedSharding, PartitionSpec as P
-    from mt2_jax import model as model_lib, train_step
+    from mt2_jax import model as model_lib
+    from mt2_jax import sharding
     ev = config.eval
     self.windows, self.track, self.signature = load_eval_windows(
         ev.data_dir, ev.split, config.data.crop_bins, config.data.segment_frames,
@@ -240,7 +242,7 @@ class ZeroShotKeyEval:
     self.omegas = {name: config.losses[name].get("omega", 7 / 12) for name in self.heads}
     self.mesh = mesh
     self.chunk = 3 * config.batch_size
-    self._sharding = train_step.batch_sharding(mesh)
+    self._sharding = sharding.batch_sharding(mesh)
     rules = model_lib.logical_axis_rules(config.sharding)
 
     def profiles(params, x):
@@ -263,7 +265,7 @@ class ZeroShotKeyEval:
         x = jax.make_array_from_callback(x.shape, self._sharding, lambda index, x=x: x[index])
         for name, y in self._profiles(params, x).items():
           parts[name].append(np.asarray(y))
-    from mt2_jax import probe
+    from mt2_jax.eval import probe
     out = {}
     for name, chunks in parts.items():
       per_track = track_means(np.concatenate(chunks)[:n], self.track, self.signature.size)

@@ -6,7 +6,7 @@
 
 Everything comes offline from the chorales that music21 ships: score -> MIDI
 (music21) -> notes in beats (pretty_midi) -> renditions, each a transposition,
-an instrument and a tempo -> audio from our numpy synthesizer (mt2_jax.synth)
+an instrument and a tempo -> audio from our numpy synthesizer (mt2_jax.data.synth)
 or, with --soundfont, from the `fluidsynth` program.
 
 Renditions repeat the chorale verse after verse (hymns are strophic) to fill
@@ -24,7 +24,7 @@ a column does not apply):
   set            `chorale` or `note`
   piece          chorale id (`bwv269`) or note id (`organ_60`)
   split          train / validation / test, by piece
-  instrument     synthesizer instrument name (mt2_jax.synth.INSTRUMENTS)
+  instrument     synthesizer instrument name (mt2_jax.data.synth.INSTRUMENTS)
   program        General MIDI program 0-127 of that instrument
   key            chorale: key of this rendition in mir_eval spelling (`F# minor`)
   tonic          chorale: pitch class 0-11 of the key's tonic (C = 0)
@@ -72,7 +72,7 @@ from absl import logging
 import numpy as np
 import soundfile as sf
 
-from mt2_jax import synth
+from mt2_jax.data import synth
 
 
 def _define(define, name, default, help_, *args):
@@ -512,7 +512,7 @@ def make_corpus(out_dir: str, seed: int = 0, num_pieces: int = 150, variants_per
     variants_per_piece: renditions per chorale.
     max_seconds: length of a rendition (verses repeat to fill it); 0 for one
       uncut verse.
-    instruments: names from mt2_jax.synth.INSTRUMENTS; default all.
+    instruments: names from mt2_jax.data.synth.INSTRUMENTS; default all.
     transpose: (lowest, highest) semitones, inclusive.
     tempo: (lowest, highest) bpm, inclusive.
     notes: also render isolated notes of every instrument over note_range.

@@ -15,7 +15,7 @@ from absl import flags
 from ml_collections import config_flags
 import numpy as np
 
-from mt2_jax import pipeline
+from mt2_jax.data import pipeline
 
 
 def _define(define, name, default, help_, **kwargs):

@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 from absl import app, flags, logging
 
-from mt2_jax import audio, dataset
-from mt2_jax.cqt import CQTConfig, log_cqt, warm_numba_cache
+from mt2_jax.data import audio
+from mt2_jax.data import dataset
+from mt2_jax.data.cqt import CQTConfig, log_cqt, warm_numba_cache
 
 _AUDIO = flags.DEFINE_string("audio", None, "Folder of audio files (searched recursively).")
 _OUT = flags.DEFINE_string("out", None, "Output dataset folder.")

@@ -79,8 +79,9 @@ def load_run(workdir, step: int | None = None):
 
   params is the float32 'params' tree that `build_model(config).apply` takes.
   """
+  from mt2_jax import sharding
   from mt2_jax import model as model_lib
-  from mt2_jax import train_step
+  from mt2_jax.train import step as train_step
   config = load_config(workdir)
   ckpt = Checkpointer(workdir)
   step = ckpt.latest_step() if step is None else step
@@ -88,7 +89,7 @@ def load_run(workdir, step: int | None = None):
     raise FileNotFoundError(f"{workdir} has no checkpoint yet (checkpoints/ is empty).")
   model = model_lib.build_model(config)
   tx = train_step.make_optimizer(config)
-  abstract = train_step.abstract_train_state(config, model, tx, train_step.single_device_mesh())
+  abstract = train_step.abstract_train_state(config, model, tx, sharding.single_device_mesh())
   state = ckpt.restore(step, abstract)
   ckpt.close()
   return config, state.params, step

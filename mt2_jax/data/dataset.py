@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from mt2_jax.cqt import CQTConfig
+from mt2_jax.data.cqt import CQTConfig
 
 DATASET_NAME = "mt2_cqt"
 VERSION = "1.0.0"

@@ -50,8 +50,9 @@ import jax
 import ml_collections
 import numpy as np
 
-from mt2_jax import dataset
-from mt2_jax.cqt import CQTConfig
+from mt2_jax import sharding
+from mt2_jax.data import dataset
+from mt2_jax.data.cqt import CQTConfig
 
 # Offsets and shifts live on the 12 pitch classes (docs/design.md §1.2).
 PITCH_CLASSES = 12
@@ -473,14 +474,6 @@ class ViewsIterator:
 # --- Building it from a config ------------------------------------------------
 
 
-def batch_axes(mesh: jax.sharding.Mesh,
-               pspec: jax.sharding.PartitionSpec | None = None) -> jax.sharding.PartitionSpec:
-  """The batch PartitionSpec: the given one, else all mesh axes on the leading dim."""
-  if pspec is not None:
-    return pspec
-  return jax.sharding.PartitionSpec(tuple(mesh.axis_names))
-
-
 def make_global_batch(local_batch: Mapping[str, Any], mesh: jax.sharding.Mesh,
                       pspec: jax.sharding.PartitionSpec | None = None) -> dict[str, Any]:
   """Host-local numpy batch -> global jax.Arrays sharded by `pspec` over `mesh`.
@@ -490,12 +483,12 @@ def make_global_batch(local_batch: Mapping[str, Any], mesh: jax.sharding.Mesh,
   (pspec's first entry, e.g. ('data', 'fsdp')). Non-numeric arrays (debug
   track ids) stay host-local numpy.
   """
-  sharding = jax.sharding.NamedSharding(mesh, batch_axes(mesh, pspec))
+  batch_sh = jax.sharding.NamedSharding(mesh, sharding.batch_spec(mesh, pspec))
   out = {}
   for k, v in local_batch.items():
     v = np.asarray(v)
     if v.dtype.kind in "biuf" or v.dtype == jax.numpy.bfloat16:
-      out[k] = jax.make_array_from_process_local_data(sharding, v)
+      out[k] = jax.make_array_from_process_local_data(batch_sh, v)
     else:
       out[k] = v
   return out
@@ -564,7 +557,7 @@ def make_iterator(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | N
   """
   plan = make_plan(config, split=split, debug=debug, shard=shard)
   if mesh is not None:
-    axes = batch_axes(mesh, pspec)[0]
+    axes = sharding.batch_spec(mesh, pspec)[0]
     axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
     ways = int(np.prod([mesh.shape[a] for a in axes])) if axes else 1
     if config.batch_size % ways:

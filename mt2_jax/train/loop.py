@@ -10,7 +10,7 @@ Orbax every `checkpoint_every` steps and on SIGTERM; starting again with the
 same workdir resumes exactly where the run stopped. Only process 0 writes
 `metrics.jsonl`, TensorBoard events and the progress bar.
 
-Besides the losses it watches the equivariant head (mt2_jax.diagnostics): each
+Besides the losses it watches the equivariant head (mt2_jax.train.diagnostics): each
 CPSD loss's diagnostics are logged with it, a CPSD loss stuck at the
 constant-head score (2.777) for a long stretch logs one warning, and with
 `config.eval.data_dir` set the zero-shot key-signature accuracy of each CPSD
@@ -54,7 +54,8 @@ def init_distributed(coordinator_address=None, num_processes=None, process_id=No
 def check_runnable(config) -> None:
   """Checks that need the devices and the data directory; errors name the key."""
   import jax
-  from mt2_jax import config_validation, diagnostics
+  from mt2_jax import config_validation
+  from mt2_jax.train import diagnostics
   config_validation.validate(config)
   n = jax.device_count()
   if config.batch_size % n:
@@ -140,7 +141,11 @@ def _watch_collapse(detectors, step: int, metrics: dict[str, float]) -> None:
 def train(config, workdir, progress: bool = True) -> dict[str, Any]:
   """Pretrains (or resumes) in `workdir`; returns the last step's metrics."""
   import jax
-  from mt2_jax import checkpoint, diagnostics, model as model_lib, pipeline, train_step
+  from mt2_jax import model as model_lib
+  from mt2_jax import sharding
+  from mt2_jax.data import pipeline
+  from mt2_jax.train import checkpoint, diagnostics
+  from mt2_jax.train import step as train_step
 
   check_runnable(config)
   workdir = pathlib.Path(workdir)
@@ -149,7 +154,7 @@ def train(config, workdir, progress: bool = True) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     checkpoint.save_config(workdir, config)
 
-  mesh = train_step.make_mesh(config)
+  mesh = sharding.make_mesh(config)
   model = model_lib.build_model(config)
   evaluate = diagnostics.make_eval(config, model, mesh)  # Loads its split now: errors come early.
   tx = train_step.make_optimizer(config)
@@ -244,7 +249,8 @@ def main(argv):
     raise app.UsageError("usage: mt2 train --config=configs/mt2.py[:ARGS] --workdir=DIR")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
-  from mt2_jax import host, train_step
+  from mt2_jax import host
+  from mt2_jax.train import step as train_step
   config, processes = flags.FLAGS.config, _NPROC.value or int(os.environ.get("SLURM_NTASKS", "1"))
   if config.batch_size % processes == 0:  # Else check_runnable says why.
     host.use_cpu_cores(config.batch_size // processes, train_step.tokens_per_track(config))
