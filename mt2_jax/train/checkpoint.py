@@ -78,18 +78,28 @@ def load_run(workdir, step: int | None = None):
   """(config, params, step) of a run's latest (or given) checkpoint, on one device.
 
   params is the float32 'params' tree that `build_model(config).apply` takes.
+  Only the parameters are read (Orbax partial restore): inference builds no
+  optimizer and reads none of its state, so it works whatever optimizer the
+  run was trained with.
   """
-  from mt2_jax import sharding
+  import jax
+  import flax.linen as nn
   from mt2_jax import model as model_lib
-  from mt2_jax.train import step as train_step
+  from mt2_jax import sharding
   config = load_config(workdir)
   ckpt = Checkpointer(workdir)
   step = ckpt.latest_step() if step is None else step
+  ckpt.close()
   if step is None:
     raise FileNotFoundError(f"{workdir} has no checkpoint yet (checkpoints/ is empty).")
   model = model_lib.build_model(config)
-  tx = train_step.make_optimizer(config)
-  abstract = train_step.abstract_train_state(config, model, tx, sharding.single_device_mesh())
-  state = ckpt.restore(step, abstract)
-  ckpt.close()
-  return config, state.params, step
+  boxed = model_lib.abstract_variables(model, config.data.crop_bins, config.data.segment_frames)
+  device = jax.sharding.NamedSharding(sharding.single_device_mesh(), jax.sharding.PartitionSpec())
+  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
+                          nn.unbox(boxed)["params"])
+  target = {"params": abstract}
+  restored = ocp.Checkpointer(ocp.PyTreeCheckpointHandler()).restore(
+      checkpoint_dir(workdir) / str(step) / "state",
+      args=ocp.args.PyTreeRestore(item=target, partial_restore=True,
+                                  restore_args=ocp.checkpoint_utils.construct_restore_args(target)))
+  return config, restored["params"], step
