@@ -68,6 +68,9 @@ def base_config() -> ml_collections.ConfigDict:
       # reading). 'isolated': class tokens see the frames and themselves only,
       # frames see frames only, so tokens are independent readouts.
       class_token_attention="full",
+      # A class token starts as its learnable vector + the frames' mean ('mean'),
+      # or as the vector alone ('vector', as in ViT).
+      class_token_init="mean",
       remat=False,  # Rematerialise each block in the backward pass (saves memory).
       # Attention kernel: 'cudnn' (fused, GPU with 16-bit dtype), 'xla'
       # (einsums; every backend), 'auto' ('cudnn' where it applies).

@@ -79,9 +79,11 @@ def check_sizes(config) -> None:
 
 @register
 def check_crop(config) -> None:
-  crop, offset, n_bins = config.data.crop_bins, config.data.max_offset, config.cqt.n_bins
-  if crop + offset > n_bins:
-    _fail("data.crop_bins", f"crop_bins + max_offset = {crop} + {offset} exceeds cqt.n_bins = {n_bins}")
+  from mt2_jax.data import augment  # The one home of the crop arithmetic (ViewSpec.check).
+  try:
+    augment.ViewSpec.from_config(config.data).check(config.cqt.n_bins)
+  except ValueError as e:
+    _fail("data.crop_bins", str(e))
 
 
 @register
@@ -126,6 +128,8 @@ def check_model(config) -> None:
   if 12 * pitch_c > dims["width"]:
     _fail("model.pitch_channels", f"12 x {pitch_c} exceeds the width {dims['width']}")
   _number(config, "model.layerscale", low=0)
+  if model.get("class_token_init", "mean") not in ("mean", "vector"):
+    _fail("model.class_token_init", f"must be 'mean' or 'vector', got {model.class_token_init!r}")
   if model.get("layerscale_tokens", "all") not in ("all", "frames"):
     _fail("model.layerscale_tokens", f"must be 'all' or 'frames', got {model.layerscale_tokens!r}")
   tokens = model.class_tokens

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from mt2_jax.data import dataset
-from mt2_jax.data import pipeline
+from mt2_jax.data import augment, pipeline
 from mt2_jax.data.prepare import prepare
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -110,18 +110,26 @@ def test_shift_sign_and_crops_match_the_record(data_dir):
 
 def test_draws_cover_every_shift_and_crops_never_overlap():
   rng = np.random.default_rng(0)
-  offsets = [pipeline.draw_offsets(rng, 12) for _ in range(3000)]
+  offsets = [augment.draw_offsets(rng, 12) for _ in range(3000)]
   d = {t - o for o, t in offsets}
   # t <= 11 and o >= 1 make d <= 10, but every non-zero pitch class is drawn.
   assert d <= set(range(-11, 12)) - {0}
   assert {x % 12 for x in d} == set(range(1, 12))
   assert {o for o, _ in offsets} == set(range(1, 13))
   for frames in (96, 97, 130, 400):
-    starts = [pipeline.crop_starts(rng, frames, SEGMENT) for _ in range(500)]
+    starts = [augment.crop_starts(rng, frames, SEGMENT) for _ in range(500)]
     assert all(abs(a - b) >= SEGMENT and 0 <= min(a, b) and max(a, b) + SEGMENT <= frames
                for a, b in starts)
     if frames == 97:  # slack 1: all 6 ordered placements appear
       assert len(set(starts)) == 6
+
+
+def test_draw_shifts_is_the_views_draw():
+  # The shifts of batches made without data (benchmarks, compilation checks)
+  # follow the views' own draw: [-11, 10], never 0, every pitch class.
+  shifts = augment.draw_shifts(np.random.default_rng(0), 3000)
+  assert shifts.dtype == np.int32 and shifts.min() == -11 and shifts.max() == 10
+  assert 0 not in shifts and set(shifts % 12) == set(range(1, 12))
 
 
 def test_seed_determinism_and_worker_count_independence(data_dir):

@@ -75,6 +75,7 @@ class ViT1D(nn.Module):
   dtype: Any = jnp.bfloat16
   dropout: float = 0.0
   class_token_attention: str = "full"
+  class_token_init: str = "mean"  # 'mean': learnable vector + frame mean; 'vector': the vector only.
   remat: bool = False
   attention: str = "auto"  # SelfAttention.implementation.
   patch_embed: str = "dense"  # 'dense' (the paper), 'pitch' or 'hybrid' (PitchEmbed + dense).
@@ -95,14 +96,17 @@ class ViT1D(nn.Module):
     x = jnp.swapaxes(x, 1, 2).astype(self.dtype)  # [B, T, bins]
     frames_btd = self._embed_frames(x)
 
-    # Class token = learnable vector + mean of the projected frames, taken
-    # before the positional embedding so that it does not depend on where a
-    # window sits in the table (T may be shorter than num_frames).
+    # Class token = learnable vector (+ mean of the projected frames with
+    # 'mean', taken before the positional embedding so that it does not depend
+    # on where a window sits in the table; T may be shorter than num_frames).
     cls_vectors = self.param(
         "cls", logical_init(nn.initializers.normal(0.02), "classes", "embed"),
         (num_classes, self.width), jnp.float32)
-    frame_mean = jnp.mean(frames_btd, axis=1, keepdims=True)  # [B, 1, d]
-    cls_bkd = cls_vectors.astype(self.dtype)[None] + frame_mean
+    cls_bkd = jnp.broadcast_to(cls_vectors.astype(self.dtype)[None], (batch, num_classes, self.width))
+    if self.class_token_init == "mean":
+      cls_bkd = cls_bkd + jnp.mean(frames_btd, axis=1, keepdims=True)  # + frame mean [B, 1, d]
+    elif self.class_token_init != "vector":
+      raise ValueError(f"class_token_init must be 'mean' or 'vector', got {self.class_token_init!r}")
 
     # Position embedding on frame tokens only: class tokens are told apart by
     # their own learnable vector already, so a position for them would be a

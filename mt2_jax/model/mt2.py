@@ -76,6 +76,7 @@ def build_model(config) -> MT2:
       dtype=jnp.dtype(config.model.dtype),
       dropout=config.model.get("dropout", 0.0),
       class_token_attention=config.model.get("class_token_attention", "full"),
+      class_token_init=config.model.get("class_token_init", "mean"),
       remat=config.model.get("remat", False),
       attention=config.model.get("attention", "auto"),
       patch_embed=config.model.get("patch_embed", "dense"),

@@ -14,10 +14,9 @@ import jax.numpy as jnp
 
 from mt2_jax import losses
 from mt2_jax import model as model_lib
+from mt2_jax.data.augment import VIEW_KEYS as VIEWS  # Their one home: the views are made there.
 
 build_model = model_lib.build_model
-
-VIEWS = ("x_a", "x_b", "x_a_shift")
 
 
 def _cpsd_term(cfg, head_a, head_b, head_shift, batch):

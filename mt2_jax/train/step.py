@@ -21,6 +21,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from mt2_jax import model as model_lib
 from mt2_jax import sharding
+from mt2_jax.data import augment
 from mt2_jax.train import objective
 
 class TrainState(struct.PyTreeNode):
@@ -143,7 +144,7 @@ def synthetic_batch(config, mesh: Mesh | None = None, seed: int = 0) -> dict:
   rng = np.random.default_rng(seed)
   shape = (config.batch_size, config.data.crop_bins, config.data.segment_frames)
   batch = {k: rng.random(shape, np.float32) for k in objective.VIEWS}
-  batch["shift"] = rng.choice(np.r_[-11:0, 1:12], size=config.batch_size).astype(np.int32)
+  batch["shift"] = augment.draw_shifts(rng, config.batch_size, config.data.max_offset)
   if mesh is not None:
     batch = jax.device_put(batch, sharding.batch_sharding(mesh))
   return batch

@@ -1,0 +1,127 @@
+"""How one track becomes the views of both pretext tasks (docs/design.md §1.2).
+
+Two non-overlapping random crops of `segment_frames` frames (segments A and
+B) and a transposition by cropping frequency bins: `o ~ U{1..max_offset}`,
+`t = (o + U{1..11}) mod 12`, `d = t - o` (never 0, in [-11, 10]); x_a = bins
+[o, o+84) of A, x_b = the same bins of B, x_a_shift = bins [t, t+84) of A.
+Every draw comes from a numpy Generator seeded by (seed, epoch, record), so the
+views do not depend on workers, timing or the number of processes.
+"""
+
+import dataclasses
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+
+# Offsets and shifts live on the 12 pitch classes (docs/design.md §1.2).
+PITCH_CLASSES = 12
+VIEW_KEYS = ("x_a", "x_b", "x_a_shift")
+# Separate random streams per purpose: a record's views never share numbers
+# with an epoch's shuffle.
+_VIEWS_STREAM, _SHUFFLE_STREAM = 1, 2
+
+
+@dataclasses.dataclass(frozen=True)
+class ViewSpec:
+  """How one track becomes views; `config.data` holds these keys."""
+  segment_frames: int = 646
+  crop_bins: int = 84
+  max_offset: int = 12
+  # Of x_a, x_b, x_a_shift: 'float32', 'bfloat16', or 'float16' (the stored
+  # precision: lossless, half the bytes, and no float16 -> float32 conversion,
+  # which is most of the CPU cost per view; cast on the accelerator instead).
+  dtype: str = "float32"
+
+  @classmethod
+  def from_config(cls, data: Mapping[str, Any]) -> "ViewSpec":
+    return cls(segment_frames=int(data["segment_frames"]), crop_bins=int(data["crop_bins"]),
+               max_offset=int(data["max_offset"]), dtype=str(data.get("dtype", "float32")))
+
+  @property
+  def np_dtype(self) -> np.dtype:
+    dtypes = {"float32": np.float32, "bfloat16": jax.numpy.bfloat16, "float16": np.float16}
+    if self.dtype not in dtypes:
+      raise ValueError(f"data.dtype must be one of {sorted(dtypes)}, got {self.dtype!r}")
+    return np.dtype(dtypes[self.dtype])
+
+  def check(self, n_bins: int) -> None:
+    """Raises ValueError unless every offset pair fits in `n_bins` rows."""
+    if self.segment_frames < 1 or self.crop_bins < 1 or self.max_offset < 1:
+      raise ValueError(f"segment_frames, crop_bins and max_offset must be >= 1: {self}")
+    # o reaches max_offset, t reaches 11.
+    highest = max(self.max_offset, PITCH_CLASSES - 1)
+    if self.crop_bins + highest > n_bins:
+      raise ValueError(
+          f"data.crop_bins ({self.crop_bins}) + the highest bin offset ({highest}) exceeds the "
+          f"{n_bins} CQT bins of the dataset.")
+    self.np_dtype  # pylint: disable=pointless-statement
+
+
+def crop_starts(rng: np.random.Generator, num_frames: int, segment_frames: int) -> tuple[int, int]:
+  """Starts (a, b) of two non-overlapping crops, uniform over all such pairs.
+
+  With slack = num_frames - 2 * segment_frames >= 0, the earlier crop starts at
+  x1 and the later at x2 + segment_frames for 0 <= x1 <= x2 <= slack; two
+  distinct draws from {0..slack+1} (sorted, the larger minus one) are such a
+  pair, uniformly. Which of the two is A is a coin flip.
+  """
+  slack = num_frames - 2 * segment_frames
+  if slack < 0:
+    raise ValueError(f"{num_frames} frames cannot hold two segments of {segment_frames}")
+  u = int(rng.integers(0, slack + 2))
+  v = int(rng.integers(0, slack + 1))
+  v += v >= u
+  lo, hi = min(u, v), max(u, v)
+  first, second = lo, hi - 1 + segment_frames
+  return (first, second) if rng.random() < 0.5 else (second, first)
+
+
+def draw_offsets(rng: np.random.Generator, max_offset: int) -> tuple[int, int]:
+  """(o, t): o ~ U{1..max_offset}, t = (o + U{1..11}) mod 12; t - o is never 0."""
+  o = int(rng.integers(1, max_offset + 1))
+  t = (o + int(rng.integers(1, PITCH_CLASSES))) % PITCH_CLASSES
+  return o, t
+
+
+def draw_shifts(rng: np.random.Generator, n: int, max_offset: int = 12) -> np.ndarray:
+  """int32 [n]: shifts d = t - o as the views draw them (never 0, in [-11, 10])."""
+  return np.array([t - o for o, t in (draw_offsets(rng, max_offset) for _ in range(n))], np.int32)
+
+
+def draw(rng: np.random.Generator, num_frames: int, spec: "ViewSpec") -> dict[str, int]:
+  """One record's random choices: crop starts, then offsets (in this order)."""
+  start_a, start_b = crop_starts(rng, num_frames, spec.segment_frames)
+  o, t = draw_offsets(rng, spec.max_offset)
+  return {"start_a": start_a, "start_b": start_b, "offset": o, "shift": t - o}
+
+
+def crops(cqt: np.ndarray, d: Mapping[str, int], spec: "ViewSpec") -> dict[str, np.ndarray]:
+  """x_a, x_b, x_a_shift as views into cqt [n_bins, frames] (no copy)."""
+  s, c = spec.segment_frames, spec.crop_bins
+  o, t, a, b = d["offset"], d["offset"] + d["shift"], d["start_a"], d["start_b"]
+  return {"x_a": cqt[o:o + c, a:a + s], "x_b": cqt[o:o + c, b:b + s],
+          "x_a_shift": cqt[t:t + c, a:a + s]}
+
+
+def make_views(cqt: np.ndarray, rng: np.random.Generator, spec: "ViewSpec") -> dict[str, Any]:
+  """One record's views: cqt [n_bins, frames] -> x_* [crop_bins, segment_frames].
+
+  Returns x_a, x_b, x_a_shift (spec.dtype), shift = t - o, and the draws
+  (start_a, start_b, offset = o) for inspection.
+  """
+  d = draw(rng, cqt.shape[1], spec)
+  views = {k: v.astype(spec.np_dtype) for k, v in crops(cqt, d, spec).items()}
+  return {**views, **d}
+
+
+def example_rng(seed: int, epoch: int, record: int) -> np.random.Generator:
+  """The Generator of one record's views in one epoch."""
+  return np.random.default_rng([seed, _VIEWS_STREAM, epoch, record])
+
+
+def epoch_order(seed: int, epoch: int, n: int, shuffle: bool = True) -> np.ndarray:
+  """[n] the visiting order of a process's records in one epoch."""
+  if not shuffle:
+    return np.arange(n)
+  return np.random.default_rng([seed, _SHUFFLE_STREAM, epoch]).permutation(n)
