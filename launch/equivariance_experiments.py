@@ -184,7 +184,7 @@ def score_run(workdir: pathlib.Path, corpus_dir: pathlib.Path, rows) -> dict:
     out["token_r2"] = token_r2(feats[names[0]], feats[names[1]])
   base = probe.task_data("instrument", rows)  # Chorale rows only: instrument of renditions.
   for name in embedder.feature_names:
-    t = probe._valid(base, [feats[name]])  # pylint: disable=protected-access
+    t = probe.valid_rows(base, [feats[name]])
     out[f"inst_{name.replace('cls_', '')}"] = probe.probe_feature(t, feats[name])["instrument"]
   return out
 

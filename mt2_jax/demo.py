@@ -1,4 +1,6 @@
-"""`mt2 demo`: the whole pipeline on the built-in corpus, at CPU size, from scratch.
+"""The whole pipeline on the built-in corpus, at CPU size, from scratch: `run_demo`.
+
+`mt2 demo` (mt2_jax/cli/demo.py) runs it and prints the table:
 
   mt2 demo                      # ./mt2_demo, about 30 minutes on a 2-core CPU
   mt2 demo --out /tmp/d --preset smoke   # about a minute: the test suite's run
@@ -19,9 +21,10 @@ Stages, each skipped when a previous run finished it:
                instrument (single notes) and chorale_instrument (whole
                chorales), the untrained-MT2 and MFCC-stats references, the
                zero-shot key-signature readout of the equivariant head and
-               the Krumhansl-Kessler chroma template for key (mt2_jax.eval.probe),
-               each score with a 95% bootstrap interval over test tracks;
-               features are cached in each run's probe_cache/.
+               the Krumhansl-Kessler chroma template for key
+               (mt2_jax.eval.probe.probe_runs), each score with a 95% bootstrap
+               interval over test tracks; features are cached in each run's
+               probe_cache/.
 Outputs: OUT/results.md and results.json (the table printed at the end, with
 the paper's findings checked below it: probe.findings), OUT/probe.png (bar
 chart), OUT/losses.png (training curves from each run's
@@ -34,22 +37,11 @@ import json
 import os
 import pathlib
 import time
-from typing import Any, Sequence
+from typing import Any
 
-from absl import app
-from absl import flags
 from absl import logging
 
-from mt2_jax import host
-from mt2_jax.eval.embed import OUT_HELP, define_flag
-
-define_flag(flags.DEFINE_string, "out", None, OUT_HELP)
-define_flag(flags.DEFINE_enum, "preset", "default", "CPU-sized run, or the ~1-minute smoke test.",
-            enum_values=["default", "smoke"])
-define_flag(flags.DEFINE_bool, "smallest", False, "Same as --preset=smoke.")
-FLAGS = flags.FLAGS
-
-RUNS = ("mt2", "contrastive_only", "equivariant_only")
+RUNS = ("mt2", "contrastive_only", "equivariant_only")  # The first gives the probes' references.
 TASKS = ("key", "instrument", "chorale_instrument")
 
 
@@ -206,27 +198,12 @@ def stage_train(out: pathlib.Path, preset: Preset, data_dir, progress: bool,
 
 
 def stage_probe(workdirs: dict, corpus_dir, progress: bool) -> list[dict[str, Any]]:
-  """Every run's probes on TASKS, then the references (untrained MT2, KK chroma, MFCC stats)."""
-  from mt2_jax.eval import embed
+  """Every run's probes on TASKS, then the references (untrained MT2, KK chroma, MFCC stats).
+
+  workdirs: {name: run folder} in RUNS order; the first (mt2) gives the references.
+  """
   from mt2_jax.eval import probe
-  rows = probe.read_examples(corpus_dir)
-  fp = probe.data_fingerprint(corpus_dir, rows)
-  results, references = [], []
-  for name, workdir in workdirs.items():
-    embedder = embed.Embedder.from_run(workdir)
-    cache = workdir / "probe_cache"
-    feats = probe.extract_features(embedder, corpus_dir, rows,
-                                   cache / f"features_step{embedder.step}_{fp}.npz", progress)
-    results += probe.probe_features(name, feats, rows, TASKS, embedder.feature_names,
-                                    probe.head_omegas(embedder.config))
-    if name == "mt2":  # The references: the same architecture never trained, chroma, MFCCs.
-      ref = embed.Embedder.untrained(embedder.config)
-      ref_feats = probe.extract_features(ref, corpus_dir, rows, cache / f"features_untrained_{fp}.npz",
-                                         progress)
-      references = probe.probe_features("mt2 (untrained)", ref_feats, rows, TASKS, ref.feature_names,
-                                        probe.head_omegas(ref.config))
-      references += probe.reference_rows(corpus_dir, rows, embedder.cqt, cache, TASKS, progress)
-  return results + references
+  return probe.probe_runs(workdirs, corpus_dir, TASKS, progress=progress)
 
 
 def plot_losses(workdirs: dict, path) -> None:
@@ -290,32 +267,6 @@ def run_demo(out="mt2_demo", preset: str = "default", progress: bool = True) -> 
   paths["timings"] = os.fspath(out / "timings.json")
   return {"results": results, "findings": probe.findings(results), "paths": paths, "timings": timings,
           "workdirs": workdirs}
-
-
-def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from mt2_jax.eval import probe
-  preset = "smoke" if FLAGS.smallest else FLAGS.preset
-  if preset in PRESETS:  # Else run_demo names the presets.
-    from mt2_jax.train import step as train_step
-    config = run_config("mt2", PRESETS[preset], "")
-    host.use_cpu_cores(config.batch_size, train_step.tokens_per_track(config))
-  out = FLAGS.out or "mt2_demo"
-  done = run_demo(out, preset)
-  print()
-  print(probe.markdown(done["results"]))
-  print("key: MIREX weighted score on the test chorales; key signature: accuracy "
-        "(the only score of the zero-shot head readout); instrument: accuracy on test notes; "
-        "chorale instrument: accuracy on test chorales. [lo-hi]: 95% bootstrap interval over "
-        "test tracks.")
-  print()
-  print(probe.findings_markdown(done["findings"]))
-  print(f"wall time: {done['timings']}")
-  print(f"outputs in {pathlib.Path(out).absolute()}:")
-  for k in ("markdown", "json", "chart", "losses", "timings"):
-    print(f"  {done['paths'][k]}")
-  print(f"  runs: {', '.join(os.fspath(w) for w in done['workdirs'].values())}")
 
 
 __all__ = ["PRESETS", "Preset", "RUNS", "TASKS", "run_config", "run_demo", "plot_losses"]

@@ -1,6 +1,8 @@
-"""`mt2 info --config=configs/mt2.py[:ARGS]`: parameters, FLOPs and outputs of a config.
+"""Parameters, FLOPs and outputs of a config: `summarize(config)` (`mt2 info`).
 
-Prints a readable summary, then one line of JSON (the last line of stdout):
+`mt2 info --config=configs/mt2.py[:ARGS]` (mt2_jax/cli/info.py) prints
+`format_summary`, then `summarize`'s dict as one line of JSON (the last line
+of stdout):
 
   params, params_backbone, params_heads   counts of float32 scalars
   flops_forward_per_view        one view [1, bins, T] through the backbone
@@ -18,28 +20,12 @@ Nothing of the model's size is allocated: parameters come from
 `jax.eval_shape` and compilation uses abstract shapes.
 """
 
-import json
-
-from absl import app
-from absl import flags
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from ml_collections import config_flags
 
-from mt2_jax import config_validation
 from mt2_jax import model as model_lib
 from mt2_jax.train import objective
-
-# Other subcommands may define --config too when imported in one process
-# (tests); the flag is the same kind, so define it once.
-if "config" not in flags.FLAGS:
-  config_flags.DEFINE_config_file("config", None, "Experiment config file, e.g. configs/mt2.py:runlocal.",
-                                  lock_config=True)
-flags.DEFINE_bool("compiled_flops", True,
-                  "Count FLOPs with XLA's cost analysis of the compiled programs (else analytic only).")
-
-FLAGS = flags.FLAGS
 
 
 def _cost_flops(compiled) -> float | None:
@@ -153,18 +139,3 @@ def format_summary(info: dict) -> str:
   lines += [f"  {name:<18} {shape}" for name, shape in info["outputs"].items()]
   return "\n".join(lines)
 
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  config = FLAGS.config
-  if config is None:
-    raise app.UsageError("--config is required, e.g. --config=configs/mt2.py:runlocal")
-  config_validation.validate(config)
-  info = summarize(config, compiled_flops=FLAGS.compiled_flops)
-  print(format_summary(info))
-  print(json.dumps(info), flush=True)
-
-
-if __name__ == "__main__":
-  app.run(main)

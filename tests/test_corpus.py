@@ -1,4 +1,5 @@
-"""Tests of `mt2 corpus` (mt2_jax.data.corpus) and its synthesizer (mt2_jax.data.synth).
+"""Tests of `mt2 corpus` (mt2_jax.data.corpus, .chorales, mt2_jax/cli/corpus.py) and its
+synthesizer (mt2_jax.data.synth).
 
 One small corpus is rendered once per module and checked against music21,
 mir_eval and signal analysis of its own audio.
@@ -7,6 +8,7 @@ mir_eval and signal analysis of its own audio.
 import csv
 import itertools
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,6 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from mt2_jax.data import chorales as chorales_lib  # chorales(rows) is a helper here.
 from mt2_jax.data import corpus
 from mt2_jax.data import synth
 
@@ -48,19 +51,19 @@ def notes(rows):
 
 def test_key_spelling_is_mir_eval_and_consistent():
   for tonic, mode in itertools.product(range(12), ("major", "minor")):
-    label = corpus.key_label(tonic, mode)
+    label = chorales_lib.key_label(tonic, mode)
     mir_eval.key.validate_key(label)
     name, m = label.split()
     assert mir_eval.key.KEY_TO_SEMITONE[name.lower()] == tonic and m == mode
-    assert corpus.parse_key(label) == (tonic, mode)
+    assert chorales_lib.parse_key(label) == (tonic, mode)
     for shift in range(-12, 13):
-      moved = corpus.transpose_key(label, shift)
+      moved = chorales_lib.transpose_key(label, shift)
       assert mir_eval.key.KEY_TO_SEMITONE[moved.split()[0].lower()] == (tonic + shift) % 12
   # One spelling per pitch class, and every mir_eval spelling is understood.
-  assert len(set(corpus.PITCH_CLASSES)) == 12
+  assert len(set(chorales_lib.PITCH_CLASSES)) == 12
   for name, pc in mir_eval.key.KEY_TO_SEMITONE.items():
     if pc is not None:
-      assert corpus.parse_key(f"{name.capitalize()} minor") == (pc, "minor")
+      assert chorales_lib.parse_key(f"{name.capitalize()} minor") == (pc, "minor")
 
 
 def test_labels_schema_and_files(small):
@@ -109,7 +112,7 @@ def test_transposed_key_is_source_key_moved_and_audio_agrees(small):
     name, label_mode = r["key"].split()
     assert mir_eval.key.KEY_TO_SEMITONE[name.lower()] == (tonic + shift) % 12 == int(r["tonic"])
     assert label_mode == mode == r["mode"]
-    assert corpus.parse_key(r["source_key"]) == (tonic, mode)
+    assert chorales_lib.parse_key(r["source_key"]) == (tonic, mode)
     # The audio itself is transposed: its chroma matches the score's pitch
     # classes rotated by exactly the labelled shift, better than by any other.
     x, _ = sf.read(os.path.join(out, r["file"]), dtype="float32")
@@ -197,19 +200,19 @@ def test_note_fundamental_matches_its_pitch(small):
 
 
 def test_splits_are_by_piece():
-  names = corpus.chorale_names()
+  names = chorales_lib.chorale_names()
   assert len(names) == len(set(names)) >= 340
-  assert not set(corpus._SAME_CONTENT) & set(names)
-  split_of = corpus.splits(names)
-  assert set(split_of.values()) == set(corpus.SPLITS)
-  for other, first in corpus._SAME_TUNE.items():  # One tune, one split.
+  assert not set(chorales_lib._SAME_CONTENT) & set(names)
+  split_of = chorales_lib.splits(names)
+  assert set(split_of.values()) == set(chorales_lib.SPLITS)
+  for other, first in chorales_lib._SAME_TUNE.items():  # One tune, one split.
     assert split_of[other] == split_of[first]
-  share = {s: list(split_of.values()).count(s) / len(names) for s in corpus.SPLITS}
+  share = {s: list(split_of.values()).count(s) / len(names) for s in chorales_lib.SPLITS}
   assert 0.75 < share["train"] < 0.85 and 0.07 < share["test"] < 0.13
   # Any 20 first pieces already hold every split (a small corpus can be evaluated).
-  assert {split_of[n] for n in names[:20]} == set(corpus.SPLITS)
+  assert {split_of[n] for n in names[:20]} == set(chorales_lib.SPLITS)
   # The order, and so a corpus's pieces and splits, do not depend on the seed.
-  assert corpus.chorale_names() == names
+  assert chorales_lib.chorale_names() == names
 
 
 def test_rendered_corpus_has_each_piece_in_one_split(small):
@@ -262,6 +265,8 @@ def test_command_line(tmp_path):
          "--instruments=organ", "--format=wav"]
   done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
   assert done.returncode == 0, done.stderr
+  assert done.stdout.strip().splitlines()[-1] == str(tmp_path / "labels.csv")
+  assert not re.search(r"^I\d{4} ", done.stderr, re.M), done.stderr  # No absl INFO lines.
   rows = read_labels(tmp_path / "labels.csv")
   assert [r["instrument"] for r in rows] == ["organ"] and rows[0]["file"].endswith(".wav")
   assert sf.info(tmp_path / rows[0]["file"]).frames == 3 * SR

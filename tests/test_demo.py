@@ -6,7 +6,8 @@ import time
 from absl import flags
 import numpy as np
 
-from mt2_jax import demo  # noqa: E402
+from mt2_jax import demo
+from mt2_jax.cli import demo as demo_cli
 
 
 def test_demo_smoke_end_to_end_and_resumes(tmp_path, capsys):
@@ -39,7 +40,7 @@ def test_demo_smoke_end_to_end_and_resumes(tmp_path, capsys):
   flags.FLAGS.out = str(out)
   flags.FLAGS.smallest = True
   try:
-    demo.main(["mt2 demo"])
+    demo_cli.main(["mt2 demo"])
   finally:
     flags.FLAGS.smallest = False
     flags.FLAGS.out = None

@@ -1,4 +1,5 @@
-"""Embeddings in windows (mt2_jax.eval.embed), `mt2 embed` and the HEAR API (mt2_jax.eval.hear)."""
+"""Embeddings in windows (mt2_jax.eval.embed), `mt2 embed` (mt2_jax.cli.embed) and the HEAR API
+(mt2_jax.eval.hear)."""
 
 import importlib.util
 import pathlib
@@ -197,19 +198,14 @@ def test_hear_api(run_dir):
 
 
 def test_embed_command(run_dir, tmp_path, capsys):
-  from absl import flags
+  from absl.testing import flagsaver
+  from mt2_jax.cli import embed as embed_cli
   audio_dir = tmp_path / "audio"
   audio_dir.mkdir()
   sf.write(audio_dir / "song.wav", music(5.0), SR)
   (audio_dir / "empty.wav").write_bytes(b"")
-  f = flags.FLAGS
-  old = {k: f[k].value for k in ("workdir", "audio", "out")}
-  f.workdir, f.audio, f.out = str(run_dir), str(audio_dir), str(tmp_path / "emb")
-  try:
-    embed.main(["mt2 embed"])
-  finally:
-    for k, v in old.items():
-      f[k].value = v
+  with flagsaver.flagsaver(workdir=str(run_dir), audio=str(audio_dir), out=str(tmp_path / "emb")):
+    embed_cli.main(["mt2 embed"])
   printed = capsys.readouterr().out
   assert "1 files" in printed and "skipped empty.wav" in printed
   with np.load(tmp_path / "emb" / "song.npz") as z:

@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -30,6 +31,8 @@ def test_mt2_info_prints_json_on_its_last_line():
   result = subprocess.run(command + ["info", "--config=configs/mt2.py:runlocal"], cwd=ROOT,
                           capture_output=True, text=True, timeout=300, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
+  # Quiet by default (mt2_jax/cli): JAX's backend probing logs at INFO here.
+  assert not re.search(r"^I\d{4} ", result.stderr, re.M), result.stderr[-3000:]
   lines = result.stdout.strip().splitlines()
   assert "parameters" in result.stdout and len(lines) > 5
   data = json.loads(lines[-1])
@@ -51,8 +54,10 @@ def test_mt2_info_prints_json_on_its_last_line():
 
 @pytest.mark.parametrize("command, expected", [
     ("train", ("--config", "--workdir", "--coordinator_address")),
-    ("demo", ("--out", "--preset")),  # --out is defined by embed, which demo imports.
+    ("demo", ("--out", "--preset")),
     ("embed", ("--workdir", "--audio", "--out", "--block_windows")),
+    ("corpus", ("--out", "--num_pieces", "--soundfont")),
+    ("prepare", ("--audio", "--out", "--shard_index", "--hop_length")),
 ])
 def test_subcommand_help_lists_its_own_flags(command, expected):
   mt2 = pathlib.Path(sys.executable).parent / "mt2"

@@ -4,6 +4,7 @@ import csv
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -38,6 +39,28 @@ def test_cqt_of_a440_peaks_at_bin_48_and_equals_librosa():
 
 def test_fifteen_seconds_give_646_frames():
   assert CQTConfig().num_frames(15 * 22050) == 646
+
+
+@pytest.mark.parametrize("cfg", [CQTConfig(), CQTConfig(fmin=55.0, n_bins=84)])
+def test_min_samples_is_where_librosa_stops_warning_and_the_warm_up_is_that_long(cfg):
+  """librosa warns "n_fft=... is too large for input signal" below min_samples,
+  at which its lowest octave is zero padding; `mt2 prepare` printed it from the
+  numba warm-up (8 hops long) before the warm-up was made min_samples long."""
+  import warnings
+  from mt2_jax.data import cqt
+  n = cqt.min_samples(cfg)
+  assert n == {55.0: 8192, 27.5: 16384}[cfg.fmin]  # The lowest filter's power-of-2 FFT.
+
+  def warnings_of(fn):
+    with warnings.catch_warnings(record=True) as caught:
+      warnings.simplefilter("always")
+      fn()
+    return [str(w.message) for w in caught]
+
+  assert any("too large for input signal" in w
+             for w in warnings_of(lambda: log_cqt(sine(440, (n - 512) / 22050), cfg)))
+  assert not warnings_of(lambda: log_cqt(sine(440, n / 22050), cfg))
+  assert not warnings_of(lambda: cqt.warm_numba_cache(cfg))
 
 
 def test_excerpt_bounds_cover_track_in_equal_bounded_parts():
@@ -210,6 +233,10 @@ def test_workers_on_a_fresh_numba_cache_leave_librosa_usable(tmp_path):
   r = subprocess.run([str(mt2), "prepare", "--audio", str(d), "--out", str(tmp_path / "o"),
                       "--num_workers", "2"], capture_output=True, text=True, env=env)
   assert r.returncode == 0, r.stderr[-2000:]
+  # A quiet console: the bar and the summary, no absl INFO lines, no librosa
+  # warning from the warm-up that --num_workers > 1 runs.
+  assert "Dataset complete: 4 records" in r.stdout
+  assert not re.search(r"^I\d{4} ", r.stderr, re.M) and "Warning" not in r.stderr, r.stderr
   # chroma_cqt estimates the tuning: librosa's parabolic-interpolation gufunc.
   use = ("import librosa, numpy as np; "
          "librosa.feature.chroma_cqt(y=np.sin(np.arange(22050) / 7).astype('float32'), sr=22050)")

@@ -5,6 +5,7 @@ import pytest
 import soundfile as sf
 
 from mt2_jax.eval import probe
+from mt2_jax.eval import references
 from mt2_jax.data.cqt import CQTConfig
 
 SR = 22050
@@ -232,7 +233,7 @@ def test_bootstrap_interval():
 
 def test_frame_stats_are_exact_over_blocks():
   x = np.random.default_rng(0).standard_normal(10000)
-  mean, std = probe._frame_stats(x, 1000, lambda b: b[None] * [[1.0], [2.0]], block_seconds=0.7)
+  mean, std = references._frame_stats(x, 1000, lambda b: b[None] * [[1.0], [2.0]], block_seconds=0.7)
   np.testing.assert_allclose(mean, [x.mean(), 2 * x.mean()], atol=1e-12)
   np.testing.assert_allclose(std, [x.std(), 2 * x.std()], rtol=1e-9)
 
@@ -254,7 +255,7 @@ def test_mfcc_stats_shape_values_and_cache(tmp_path, monkeypatch):
   np.testing.assert_allclose(mfcc[0, :20], direct.mean(1), rtol=1e-3, atol=1e-2)
   np.testing.assert_allclose(mfcc[0, 20:], direct.std(1), rtol=1e-3, atol=1e-2)
   assert not np.allclose(mfcc[0], mfcc[1])
-  monkeypatch.setattr(probe, "track_mfcc", lambda *a, **k: 1 / 0)  # Must not be called.
+  monkeypatch.setattr(references, "track_mfcc", lambda *a, **k: 1 / 0)  # Must not be called.
   np.testing.assert_array_equal(probe.extract_mfcc(tmp_path, rows, SR, cache, progress=False), mfcc)
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 
 import jax
@@ -72,7 +73,7 @@ def test_train_step_reduces_loss_with_configured_shardings():
     tx = train_step.make_optimizer(config)
     state = train_step.create_train_state(config, model, tx, mesh)
     kernel = state.params["backbone"]["patch_embed"]["kernel"]
-    expected = (None, "fsdp") if sharding == "fsdp" else (None, None)
+    expected = (None, "fsdp") if rules == "fsdp" else (None, None)
     assert tuple(kernel.sharding.spec) == expected
     batch = train_step.synthetic_batch(config, mesh)
     assert batch["x_a"].sharding.spec == sharding.BATCH_SPEC
@@ -205,6 +206,8 @@ def test_two_processes_give_the_losses_of_one(data_dir, tmp_path):
   one = subprocess.run(mt2 + [f"--workdir={tmp_path / 'one'}"] + overrides, cwd=root, capture_output=True,
                        text=True, env={**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
   assert one.returncode == 0, one.stderr[-3000:]
+  # Quiet by default (mt2_jax/cli): Orbax logs every save's options at INFO.
+  assert not re.search(r"^I\d{4} ", one.stderr, re.M), one.stderr[-3000:]
   cores = subprocess.run(mt2 + [f"--workdir={tmp_path / 'cores'}"] + overrides, cwd=root,
                          capture_output=True, text=True, env={**env, "MT2_CPU_DEVICES": "8"})
   assert cores.returncode == 0, cores.stderr[-3000:]

@@ -1,16 +1,15 @@
-"""`mt2 corpus`: the built-in corpus, Bach chorales rendered to labelled audio.
+"""The built-in corpus: Bach chorales rendered to labelled audio (`mt2 corpus`).
 
-  mt2 corpus --out /tmp/corpus    # 150 chorales x 3 renditions x 30 s + 343 notes, ~25 s on 2 cores
-  mt2 corpus --out /tmp/small --num_pieces 12 --variants_per_piece 2 --max_seconds 10
-  mt2 corpus --out /tmp/sf --soundfont /usr/share/sounds/sf2/TimGM6mb.sf2
+  make_corpus("/tmp/corpus")  # 150 chorales x 3 renditions x 30 s + 343 notes, ~25 s on 2 cores
 
-Everything comes offline from the chorales that music21 ships: score -> MIDI
-(music21) -> notes in beats (pretty_midi) -> renditions, each a transposition,
-an instrument and a tempo -> audio from our numpy synthesizer (mt2_jax.data.synth)
-or, with --soundfont, from the `fluidsynth` program.
+Everything comes offline from the chorales that music21 ships
+(mt2_jax.data.chorales: score -> MIDI -> notes in beats, keys, splits) ->
+renditions, each a transposition, an instrument and a tempo -> audio from our
+numpy synthesizer (mt2_jax.data.synth) or, with a soundfont, from the
+`fluidsynth` program. `mt2 corpus` (mt2_jax/cli/corpus.py) is its command line.
 
 Renditions repeat the chorale verse after verse (hymns are strophic) to fill
---max_seconds, so every rendition has the same length. Layout of --out:
+max_seconds, so every rendition has the same length. Layout of out_dir:
   chorales/<piece>_v<j>_<instrument>_<+t>st_<bpm>bpm.flac   renditions
   notes/<instrument>_<pitch>.flac                           isolated notes
   midi/<piece>.mid, midi/<piece>.json                       score export + key (a cache)
@@ -20,7 +19,7 @@ Renditions repeat the chorale verse after verse (hymns are strophic) to fill
 labels.csv is one table for both sets, told apart by `set`; point
 `mt2 prepare` at `chorales/` to pretrain on music only. Columns (empty where
 a column does not apply):
-  file           path relative to --out, e.g. chorales/bwv269_v0_organ_+3st_96bpm.flac
+  file           path relative to out_dir, e.g. chorales/bwv269_v0_organ_+3st_96bpm.flac
   set            `chorale` or `note`
   piece          chorale id (`bwv269`) or note id (`organ_60`)
   split          train / validation / test, by piece
@@ -38,24 +37,15 @@ a column does not apply):
   pitch_class    note: pitch % 12
   seconds        length of the audio file in seconds
 
-Keys: the key encoded in the score (a music21 `Key` in the first part, which
-all but 4 chorales have) is preferred; otherwise `score.analyze('key')`. A
-rendition transposed by t semitones is in (tonic + t) mod 12, same mode, spelt
-with one name per pitch class (PITCH_CLASSES), all accepted by mir_eval.
-
-Pieces and splits do not depend on the seed: pieces are taken in a fixed
-order (a hash of the id), so a smaller corpus is a subset of a larger one, and
-every 10 consecutive pieces of that order give 8 train, 1 validation and 1
-test. Identical chorales (music21 lists some twice) are kept once, and
-chorales that share their melody note for note share a split. The seed picks
-the renditions. Same settings and seed, same bytes; a re-run into the same
---out skips files already written (writes are temp file + rename).
+Keys, pieces and splits are the chorales module's (by piece, independent of
+the seed). The seed picks the renditions. Same settings and seed, same bytes;
+a re-run into the same out_dir skips files already written (writes are temp
+file + rename).
 """
 
 import concurrent.futures
 import csv
 import dataclasses
-import hashlib
 import io
 import json
 import multiprocessing
@@ -66,71 +56,17 @@ import tempfile
 import zlib
 from typing import Sequence
 
-from absl import app
-from absl import flags
-from absl import logging
 import numpy as np
 import soundfile as sf
 
+from mt2_jax.data import chorales
 from mt2_jax.data import synth
 
-
-def _define(define, name, default, help_, *args):
-  """Defines flag --name for `mt2 corpus`, yielding to other mt2 modules.
-
-  `mt2 prepare` also has --out and --num_workers; a process that imports both
-  modules (the test suite, the demo) must not fail with DuplicateFlagError in
-  either import order. So an existing flag is reused, and ours is overridable.
-  In `mt2 corpus` itself only this module defines flags, so they are ours.
-  """
-  if name not in flags.FLAGS:
-    define(name, default, *args, help=help_, allow_override=True)
-
-
-_define(flags.DEFINE_string, "out", None, "Output directory.")
-_define(flags.DEFINE_integer, "seed", 0,
-        "Seed of the renditions (transposition, instrument, tempo).")
-_define(flags.DEFINE_integer, "num_pieces", 150, "Chorales to render; -1 for all (348).")
-_define(flags.DEFINE_integer, "variants_per_piece", 3, "Renditions per chorale.")
-_define(flags.DEFINE_float, "max_seconds", 30.0,
-        "Length of each rendition in s (the chorale is repeated, verse after verse, to fill it"
-        " and then cut); 0 renders one verse, uncut.")
-_define(flags.DEFINE_list, "instruments", list(synth.INSTRUMENTS), "Instruments to draw from.")
-_define(flags.DEFINE_list, "transpose", ["-6", "5"],
-        "Lowest,highest transposition in semitones (inclusive).")
-_define(flags.DEFINE_list, "tempo", ["60", "132"], "Lowest,highest tempo in bpm (inclusive).")
-_define(flags.DEFINE_bool, "notes", True, "Also render the single-note set.")
-_define(flags.DEFINE_list, "note_range", ["36", "84"],
-        "Lowest,highest MIDI pitch of the note set (inclusive).")
-_define(flags.DEFINE_float, "note_seconds", 2.0, "Length of each note file in s.")
-_define(flags.DEFINE_string, "soundfont", None,
-        "A .sf2 file: render with the `fluidsynth` program instead of the built-in synthesizer.")
-_define(flags.DEFINE_integer, "num_workers", os.cpu_count() or 1,
-        "Worker processes; 0 or 1 renders in this process.")
-_define(flags.DEFINE_enum, "format", "flac", "Audio file format (16-bit).", ["flac", "wav"])
-FLAGS = flags.FLAGS
-
-# One spelling per pitch class; mir_eval.key accepts all of these.
-PITCH_CLASSES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "G#", "A", "Bb", "B")
 COLUMNS = ("file", "set", "piece", "split", "instrument", "program", "key", "tonic", "mode",
            "transposition", "source_key", "key_source", "tempo", "pitch", "pitch_class", "seconds")
-SPLITS = ("train", "validation", "test")
 VERSION = 1  # Bump when the audio for given settings changes; stored in corpus.json.
 VERSE_GAP_BEATS = 1.0  # Breath between repeated verses, in quarter notes.
 NOTE_VELOCITY = 100
-
-# music21 10.5 lists some chorales twice under one name (removed by name) and
-# two under two names; found by comparing all notes of all 350 names.
-_SAME_CONTENT = {"bach/bwv274": "bach/bwv62.6", "bach/bwv69.6-a": "bach/bwv69.6"}
-# Chorales whose soprano is note for note the same tune (up to transposition):
-# each one takes the split of the first of its pair.
-_SAME_TUNE = {
-    "bach/bwv258": "bach/bwv114.7", "bach/bwv177.4": "bach/bwv117.4",
-    "bach/bwv65.7": "bach/bwv144.6", "bach/bwv18.5-w": "bach/bwv18.5-l",
-    "bach/bwv39.7": "bach/bwv194.6", "bach/bwv244.44": "bach/bwv244.15",
-    "bach/bwv270": "bach/bwv244.54", "bach/bwv415": "bach/bwv245.26",
-    "bach/bwv4.8": "bach/bwv277", "bach/bwv327": "bach/bwv326", "bach/bwv47.5": "bach/bwv421",
-}
 
 
 class CorpusError(Exception):
@@ -139,141 +75,6 @@ class CorpusError(Exception):
 
 class SettingsMismatchError(CorpusError):
   """--out already holds a corpus rendered with other settings."""
-
-
-# ---------------------------------------------------------------------------
-# Keys.
-
-def key_label(tonic: int, mode: str) -> str:
-  """(pitch class, 'major'|'minor') -> mir_eval key string, e.g. (6, 'minor') -> 'F# minor'."""
-  return f"{PITCH_CLASSES[int(tonic) % 12]} {mode}"
-
-
-def parse_key(label: str) -> tuple[int, str]:
-  """mir_eval key string -> (tonic pitch class, mode). Accepts any of mir_eval's spellings."""
-  name, mode = label.split()
-  letter = "C D EF G A B".index(name[0].upper())  # Natural pitch classes by position.
-  accidental = sum({"#": 1, "b": -1}[c] for c in name[1:])
-  return (letter + accidental) % 12, mode
-
-
-def transpose_key(label: str, semitones: int) -> str:
-  """The key of music in `label` moved by `semitones` (mode unchanged)."""
-  tonic, mode = parse_key(label)
-  return key_label(tonic + semitones, mode)
-
-
-def score_key(score) -> tuple[int, str, str]:
-  """Key of a music21 score: (tonic pitch class, mode, 'encoded' | 'analyzed').
-
-  The encoded key is the first key signature of the first part when the file
-  gives its mode (a music21 `Key`); otherwise music21's key finding decides.
-  """
-  from music21 import key  # pylint: disable=g-import-not-at-top
-  first = score.parts[0].recurse().getElementsByClass(key.KeySignature).first()
-  if isinstance(first, key.Key) and first.mode in ("major", "minor"):
-    return first.tonic.pitchClass, first.mode, "encoded"
-  found = score.analyze("key")
-  return found.tonic.pitchClass, found.mode, "analyzed"
-
-
-# ---------------------------------------------------------------------------
-# Pieces and splits.
-
-def _hash(text: str) -> int:
-  return int.from_bytes(hashlib.sha1(text.encode()).digest()[:8], "big")
-
-
-def chorale_names() -> list[str]:
-  """music21 corpus names of the distinct chorales (`bach/bwv269`), in the fixed piece order."""
-  from music21 import corpus  # pylint: disable=g-import-not-at-top
-  names = set(corpus.chorales.Iterator(returnType="filename")) - set(_SAME_CONTENT)
-  return sorted(names, key=lambda n: (_hash(n), n))
-
-
-def piece_id(name: str) -> str:
-  """'bach/bwv248.12-2' -> 'bwv248.12-2' (safe in file names)."""
-  return name.split("/")[-1]
-
-
-def splits(names: Sequence[str]) -> dict[str, str]:
-  """Split of every name in the piece order: ranks 8 and 9 of each 10 -> validation, test."""
-  rank = {n: i for i, n in enumerate(names)}
-  return {n: SPLITS[max(rank[_SAME_TUNE.get(n, n)] % 10 - 7, 0)] for n in names}
-
-
-# ---------------------------------------------------------------------------
-# Scores.
-
-@dataclasses.dataclass(frozen=True)
-class Chorale:
-  """A chorale as notes in beats.
-
-  Attributes:
-    piece: id, e.g. 'bwv269'.
-    notes: [N, 4] float64 (start beat, end beat, MIDI pitch, velocity), beats
-      are quarter notes, the first onset at 0.
-    tonic, mode, key_source: see score_key.
-  """
-  piece: str
-  notes: np.ndarray
-  tonic: int
-  mode: str
-  key_source: str
-
-  @property
-  def key(self) -> str:
-    return key_label(self.tonic, self.mode)
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "wb") as f:
-    f.write(data)
-  os.replace(tmp, path)
-
-
-def _midi_beats(midi_bytes: bytes) -> np.ndarray:
-  """MIDI file bytes -> [N, 4] (start beat, end beat, pitch, velocity), first onset at 0."""
-  import pretty_midi  # pylint: disable=g-import-not-at-top
-  pm = pretty_midi.PrettyMIDI(io.BytesIO(midi_bytes))
-  # Ticks, not seconds: exact beats whatever tempo music21 wrote.
-  rows = [(pm.time_to_tick(n.start), pm.time_to_tick(n.end), n.pitch, n.velocity)
-          for inst in pm.instruments if not inst.is_drum for n in inst.notes]
-  notes = np.asarray(rows, np.float64).reshape(-1, 4)
-  notes[:, :2] /= pm.resolution
-  if len(notes):
-    notes[:, :2] -= notes[:, 0].min()
-  return notes
-
-
-def load_chorale(name: str, cache_dir: str | None = None) -> Chorale:
-  """Parses a chorale with music21 and exports it to MIDI, or reads both from cache_dir.
-
-  The cache holds <piece>.mid (music21's MIDI export) and <piece>.json (its
-  key); parsing and exporting take ~1 s a chorale (music21 expands repeats
-  on deep copies), reading the cache ~10 ms.
-  """
-  piece = piece_id(name)
-  mid = json_path = None
-  if cache_dir:
-    mid, json_path = (os.path.join(cache_dir, piece + ext) for ext in (".mid", ".json"))
-    if os.path.exists(mid) and os.path.exists(json_path):
-      with open(json_path) as f:
-        info = json.load(f)
-      with open(mid, "rb") as f:
-        return Chorale(piece, _midi_beats(f.read()), info["tonic"], info["mode"],
-                       info["key_source"])
-  from music21 import corpus  # pylint: disable=g-import-not-at-top
-  from music21 import midi  # pylint: disable=g-import-not-at-top
-  score = corpus.parse(name)
-  tonic, mode, source = score_key(score)
-  midi_bytes = midi.translate.streamToMidiFile(score).writestr()
-  if cache_dir:
-    _write_atomic(mid, midi_bytes)
-    info = dict(name=name, tonic=tonic, mode=mode, key=key_label(tonic, mode), key_source=source)
-    _write_atomic(json_path, json.dumps(info, indent=1).encode())
-  return Chorale(piece, _midi_beats(midi_bytes), tonic, mode, source)
 
 
 # ---------------------------------------------------------------------------
@@ -435,13 +236,13 @@ def _chorale_task(name: str, split: str, out_dir: str, s: _Settings,
   """Renders (or finds) the variants of one chorale; returns their label rows."""
   chorale = None
   rows = []
-  for v in plan_variants(piece_id(name), s.seed, num_variants, s.instruments, s.transpose,
-                         s.tempo):
-    rel = (f"chorales/{piece_id(name)}_v{v.index}_{v.instrument}_{v.transposition:+d}st_"
+  piece = chorales.piece_id(name)
+  for v in plan_variants(piece, s.seed, num_variants, s.instruments, s.transpose, s.tempo):
+    rel = (f"chorales/{piece}_v{v.index}_{v.instrument}_{v.transposition:+d}st_"
            f"{v.tempo}bpm.{s.audio_format}")
     path = os.path.join(out_dir, rel)
     if chorale is None:  # Key labels are needed even when all audio exists: read the cache.
-      chorale = load_chorale(name, os.path.join(out_dir, "midi"))
+      chorale = chorales.load_chorale(name, os.path.join(out_dir, "midi"))
     if os.path.exists(path):
       seconds = f"{sf.info(path).frames / s.sample_rate:.3f}"
     else:
@@ -452,9 +253,10 @@ def _chorale_task(name: str, split: str, out_dir: str, s: _Settings,
     tonic = (chorale.tonic + v.transposition) % 12
     rows.append(dict(
         file=rel, set="chorale", piece=chorale.piece, split=split, instrument=v.instrument,
-        program=synth.INSTRUMENTS[v.instrument].program, key=key_label(tonic, chorale.mode),
-        tonic=tonic, mode=chorale.mode, transposition=v.transposition, source_key=chorale.key,
-        key_source=chorale.key_source, tempo=v.tempo, seconds=seconds))
+        program=synth.INSTRUMENTS[v.instrument].program,
+        key=chorales.key_label(tonic, chorale.mode), tonic=tonic, mode=chorale.mode,
+        transposition=v.transposition, source_key=chorale.key, key_source=chorale.key_source,
+        tempo=v.tempo, seconds=seconds))
   return rows
 
 
@@ -493,7 +295,7 @@ def _check_settings(out_dir: str, settings: _Settings) -> None:
           f"{out_dir} holds a corpus made with other settings (was, now): {diff}; choose"
           " another output directory.")
   else:
-    _write_atomic(path, json.dumps(mine, indent=1).encode())
+    chorales.write_atomic(path, json.dumps(mine, indent=1).encode())
 
 
 def make_corpus(out_dir: str, seed: int = 0, num_pieces: int = 150, variants_per_piece: int = 3,
@@ -547,8 +349,8 @@ def make_corpus(out_dir: str, seed: int = 0, num_pieces: int = 150, variants_per
     os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
   _check_settings(out_dir, settings)
 
-  names = chorale_names()
-  split_of = splits(names)
+  names = chorales.chorale_names()
+  split_of = chorales.splits(names)
   if 0 <= num_pieces < len(names):
     names = names[:num_pieces]
   # (function, arguments, files it makes); one task per piece parses it once.
@@ -557,8 +359,8 @@ def make_corpus(out_dir: str, seed: int = 0, num_pieces: int = 150, variants_per
   if notes:
     pitches = list(range(note_range[0], note_range[1] + 1))
     # Same rule as pieces: in a fixed hashed order, 8 of each 10 pitches train.
-    order = sorted(pitches, key=lambda p: _hash(f"note{p}"))
-    note_splits = {p: SPLITS[max(i % 10 - 7, 0)] for i, p in enumerate(order)}
+    order = sorted(pitches, key=lambda p: chorales.stable_hash(f"note{p}"))
+    note_splits = {p: chorales.split_of_rank(i) for i, p in enumerate(order)}
     tasks += [(_note_task, (i, pitches, out_dir, settings, note_splits), len(pitches))
               for i in instruments]
 
@@ -589,33 +391,5 @@ def make_corpus(out_dir: str, seed: int = 0, num_pieces: int = 150, variants_per
   writer.writeheader()
   writer.writerows(rows)
   labels = os.path.join(out_dir, "labels.csv")
-  _write_atomic(labels, buf.getvalue().encode())
+  chorales.write_atomic(labels, buf.getvalue().encode())
   return labels
-
-
-def _pair(values: Sequence[str], flag: str) -> tuple[int, int]:
-  if len(values) != 2:
-    raise app.UsageError(f"--{flag} takes two comma-separated integers, got {values}")
-  lo, hi = map(int, values)
-  if lo > hi:
-    raise app.UsageError(f"--{flag}: {lo} > {hi}")
-  return lo, hi
-
-
-def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not FLAGS.out:
-    raise app.UsageError("--out is required")
-  try:
-    labels = make_corpus(
-        FLAGS.out, seed=FLAGS.seed, num_pieces=FLAGS.num_pieces,
-        variants_per_piece=FLAGS.variants_per_piece, max_seconds=FLAGS.max_seconds,
-        instruments=FLAGS.instruments, transpose=_pair(FLAGS.transpose, "transpose"),
-        tempo=_pair(FLAGS.tempo, "tempo"), notes=FLAGS.notes,
-        note_range=_pair(FLAGS.note_range, "note_range"), note_seconds=FLAGS.note_seconds,
-        audio_format=FLAGS.format, soundfont=FLAGS.soundfont, num_workers=FLAGS.num_workers)
-  except CorpusError as e:
-    raise app.UsageError(str(e)) from e
-  logging.info("wrote %s", labels)
-  print(labels)

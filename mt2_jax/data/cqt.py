@@ -82,8 +82,26 @@ def warm_numba_cache(cfg: CQTConfig = CQTConfig()) -> None:
   process of that environment (numba#10128; a fresh install's first
   `mt2 prepare --num_workers 2` did it one time in three here). Loading them
   once in the parent writes a whole cache that the workers then only read.
+
+  The signal is as long as the lowest octave's FFT (`min_samples`): a shorter
+  one makes librosa warn "n_fft=... is too large for input signal" about a
+  zero-padded lowest octave, which here is only a warm-up's artefact.
   """
-  log_cqt(np.zeros(cfg.hop_length * 8, np.float32), cfg)
+  log_cqt(np.zeros(min_samples(cfg), np.float32), cfg)
+
+
+def min_samples(cfg: CQTConfig = CQTConfig()) -> int:
+  """Shortest waveform whose every CQT bin is computed from signal, not zero padding.
+
+  librosa computes each octave with an FFT as long as its longest filter
+  (rounded up to a power of 2), at that octave's rate; counted in samples at
+  the full rate, the lowest octave's is the longest: 16384 (0.74 s) by
+  default. A shorter input makes librosa warn that n_fft is too large for the
+  signal.
+  """
+  import librosa  # pylint: disable=g-import-not-at-top
+  lengths, _ = librosa.filters.wavelet_lengths(freqs=cfg.bin_frequencies(), sr=cfg.sample_rate)
+  return int(2 ** np.ceil(np.log2(lengths.max())))
 
 
 def log_cqt(waveform: np.ndarray, cfg: CQTConfig = CQTConfig()) -> np.ndarray:

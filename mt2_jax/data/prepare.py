@@ -1,10 +1,12 @@
-"""`mt2 prepare --audio DIR --out DATA`: an audio folder -> pre-sharded CQT dataset.
+"""An audio folder -> pre-sharded CQT dataset: `prepare(audio_dir, out_dir, ...)`.
+
+`mt2 prepare` (mt2_jax/cli/prepare.py) is its command line:
 
   mt2 prepare --audio corpus/ --out data/ [--num_workers 4]
   # many machines, each a disjoint part (a SLURM array, the hosts of a pod):
   mt2 prepare --audio /audio --out /data --shard_index $I --num_shards $N
 
-Files are sorted, grouped `--files_per_shard` at a time into shards of their
+Files are sorted, grouped `files_per_shard` at a time into shards of their
 split (the `split` column of labels.csv, else `train`), and shard g is built by
 the machine with `g % num_shards == shard_index`. Each shard is written to a
 temporary file, renamed into place, then recorded in `_parts/`; a re-run skips
@@ -19,31 +21,15 @@ import json
 import multiprocessing
 import os
 import pathlib
-import sys
 import time
 from typing import Any
 
 import numpy as np
-from absl import app, flags, logging
+from absl import logging
 
 from mt2_jax.data import audio
 from mt2_jax.data import dataset
 from mt2_jax.data.cqt import CQTConfig, log_cqt, warm_numba_cache
-
-_AUDIO = flags.DEFINE_string("audio", None, "Folder of audio files (searched recursively).")
-_OUT = flags.DEFINE_string("out", None, "Output dataset folder.")
-_WORKERS = flags.DEFINE_integer("num_workers", min(4, os.cpu_count() or 1), "Local worker processes.")
-_SHARD_INDEX = flags.DEFINE_integer("shard_index", 0, "This machine's part, in [0, num_shards).")
-_NUM_SHARDS = flags.DEFINE_integer("num_shards", 1, "How many machines build the dataset.")
-_FILES_PER_SHARD = flags.DEFINE_integer("files_per_shard", 32, "Audio files per output shard.")
-_MAX_EXCERPT = flags.DEFINE_float("max_excerpt_seconds", 60.0,
-                                  "Longer tracks are split into equal excerpts at most this long.")
-_MIN_SECONDS = flags.DEFINE_float("min_seconds", 1.0, "Shorter files are rejected.")
-_SR = flags.DEFINE_integer("sample_rate", CQTConfig.sample_rate, "CQT sample rate (Hz).")
-_FMIN = flags.DEFINE_float("fmin", CQTConfig.fmin, "CQT lowest bin (Hz).")
-_NBINS = flags.DEFINE_integer("n_bins", CQTConfig.n_bins, "CQT bins.")
-_BPO = flags.DEFINE_integer("bins_per_octave", CQTConfig.bins_per_octave, "CQT bins per octave.")
-_HOP = flags.DEFINE_integer("hop_length", CQTConfig.hop_length, "CQT hop (samples).")
 
 
 @dataclasses.dataclass
@@ -272,30 +258,3 @@ def _finalize_if_complete(out_dir, shards, label_types, cqt, summary) -> None:
       extra={"label_types": label_types,
              "audio_hours": sum(d["audio_seconds"] for d in done.values()) / 3600})
 
-
-def main(argv):
-  del argv
-  for name, flag in (("--audio", _AUDIO), ("--out", _OUT)):
-    if not flag.value:
-      raise app.UsageError(f"{name} is required: mt2 prepare --audio DIR --out DATA")
-  cqt = CQTConfig(sample_rate=_SR.value, fmin=_FMIN.value, n_bins=_NBINS.value,
-                  bins_per_octave=_BPO.value, hop_length=_HOP.value)
-  s = prepare(_AUDIO.value, _OUT.value, cqt, num_workers=_WORKERS.value,
-              shard_index=_SHARD_INDEX.value, num_shards=_NUM_SHARDS.value,
-              files_per_shard=_FILES_PER_SHARD.value, max_excerpt_seconds=_MAX_EXCERPT.value,
-              min_seconds=_MIN_SECONDS.value)
-  rate = s.audio_seconds / max(s.wall_seconds, 1e-9)
-  print(f"prepare: {s.files} files -> {s.records} records, {len(s.rejected)} rejected, "
-        f"{s.audio_seconds / 3600:.2f} h of audio in {s.wall_seconds:.1f} s "
-        f"({rate:.0f}x real time); {s.skipped_shards} shards already done.")
-  for rel, reason in s.rejected:
-    print(f"  rejected {rel}: {reason}")
-  if s.complete and s.total_records:
-    print(f"Dataset complete: {s.total_records} records in {_OUT.value} "
-          f"(rejected files listed in {_OUT.value}/rejected.csv).")
-  elif not s.complete:
-    print("This part is done; the dataset metadata is written when the last part finishes "
-          "(re-run any part to check).")
-  if s.complete and s.total_records == 0:
-    print(f"prepare: no usable audio in {_AUDIO.value}; nothing to train on.", file=sys.stderr)
-    sys.exit(1)

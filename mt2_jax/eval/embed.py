@@ -1,6 +1,6 @@
 """Embeddings from a trained run: any waveform -> named features (docs/design.md §1.6).
 
-  mt2 embed --workdir=RUN --audio DIR --out OUT [--tokens]
+  mt2 embed --workdir=RUN --audio DIR --out OUT [--tokens]   # embed_folder (mt2_jax/cli/embed.py)
 
 Python:
 
@@ -38,42 +38,12 @@ the earlier window.
 
 import os
 import pathlib
-import sys
-from typing import Iterator, Sequence
+from typing import Iterator
 
-from absl import app
-from absl import flags
 from absl import logging
 import numpy as np
 
 from mt2_jax.data.cqt import CQTConfig, cqt_magnitude, log_compress
-
-
-def define_flag(define, name, default, help_, *args, **kwargs):
-  """Defines --name unless another mt2 module already did (tests, the demo).
-
-  Several subcommands share flag names (--workdir, --out, --audio); a process
-  that imports more than one must not fail with DuplicateFlagError in either
-  import order, so an existing flag is reused and ours is overridable. Read
-  values by name (`flags.FLAGS.name`).
-  """
-  module = sys._getframe(1).f_globals["__name__"]  # The caller: `mt2 CMD --help` lists by module.
-  if name not in flags.FLAGS:
-    define(name, default, *args, help=help_, allow_override=True, module_name=module, **kwargs)
-  else:
-    flags.FLAGS.register_flag_by_module(module, flags.FLAGS[name])
-
-
-define_flag(flags.DEFINE_string, "workdir", None, "Training run folder (config.json + checkpoints).")
-define_flag(flags.DEFINE_string, "audio", None, "Folder of audio files (searched recursively).")
-# --out is shared by embed, probe and demo: whichever defines it first sets its help.
-OUT_HELP = ("Output folder. embed: one .npz per audio file; probe: the report (default "
-            "WORKDIR/probe); demo: everything (default ./mt2_demo).")
-define_flag(flags.DEFINE_string, "out", None, OUT_HELP)
-define_flag(flags.DEFINE_integer, "step", None, "Checkpoint step (default: the latest).")
-define_flag(flags.DEFINE_integer, "block_windows", 16, "Windows per block (memory bound, batch size).")
-define_flag(flags.DEFINE_bool, "tokens", False, "Also store the per-frame sequence tokens.")
-FLAGS = flags.FLAGS
 
 GLOBAL_FEATURES = ("cls_mean", "tokens_mean")  # Plus one cls_<token> per class token.
 
@@ -305,17 +275,4 @@ def embed_folder(embedder: Embedder, audio_dir, out_dir, tokens: bool = False,
   return written, rejected
 
 
-def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  for name in ("workdir", "audio", "out"):
-    if not FLAGS[name].value:
-      raise app.UsageError(f"--{name} is required: mt2 embed --workdir=RUN --audio DIR --out OUT")
-  embedder = Embedder.from_run(FLAGS.workdir, FLAGS.step, block_windows=FLAGS.block_windows)
-  written, rejected = embed_folder(embedder, FLAGS.audio, FLAGS.out, tokens=FLAGS.tokens)
-  print(f"embed: step {embedder.step}, {len(written)} files -> {FLAGS.out}, {len(rejected)} skipped")
-  for rel, reason in rejected:
-    print(f"  skipped {rel}: {reason}")
-
-
-__all__ = ["Embedder", "load", "embed_folder", "window_starts", "define_flag", "GLOBAL_FEATURES"]
+__all__ = ["Embedder", "load", "embed_folder", "window_starts", "GLOBAL_FEATURES"]

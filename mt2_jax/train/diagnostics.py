@@ -22,6 +22,8 @@ from typing import Mapping, Sequence
 from absl import logging
 import numpy as np
 
+from mt2_jax import keys
+
 NUM_CLASSES = 12
 # The zero-shot readout takes at most this many windows per track by default.
 MAX_WINDOWS = 4
@@ -175,12 +177,11 @@ def cross_fit_accuracy(peak: np.ndarray, signature: np.ndarray) -> float:
     peak: int [n] argmax of each track's mean profile, n >= 2.
     signature: int [n] key signature (tonic of the relative major) 0..11.
   """
-  from mt2_jax.eval import probe
   peak, signature = np.asarray(peak), np.asarray(signature)
   first = np.arange(peak.size) < peak.size // 2
   hits = 0
   for fit in (first, ~first):
-    rotation = probe.best_rotation(peak[fit], signature[fit])
+    rotation = keys.best_rotation(peak[fit], signature[fit])
     hits += np.sum((peak[~fit] + rotation) % NUM_CLASSES == signature[~fit])
   return float(hits / peak.size)
 
@@ -197,7 +198,6 @@ def load_eval_windows(data_dir, split: str, crop_bins: int, window: int,
     track; signature: int [num_tracks], the key signature of its key.
   """
   from mt2_jax.data import dataset
-  from mt2_jax.eval import probe
   source = dataset.open_split(data_dir, split)
   windows, track, signature = [], [], []
   for i in range(len(source)):
@@ -208,7 +208,7 @@ def load_eval_windows(data_dir, split: str, crop_bins: int, window: int,
       continue
     windows += [ex["cqt"][:crop_bins, s:s + window] for s in starts]
     track += [len(signature)] * starts.size
-    signature.append(probe.key_signature(probe.key_class(key)))
+    signature.append(keys.key_signature(keys.key_class(key)))
   if len(signature) < 2:
     raise ValueError(f"config.eval.data_dir: {data_dir} ({split}) has {len(signature)} tracks with a "
                      f"key and at least {window} frames; the eval needs 2 or more")
@@ -265,15 +265,14 @@ class ZeroShotKeyEval:
         x = jax.make_array_from_callback(x.shape, self._sharding, lambda index, x=x: x[index])
         for name, y in self._profiles(params, x).items():
           parts[name].append(np.asarray(y))
-    from mt2_jax.eval import probe
     out = {}
     for name, chunks in parts.items():
       per_track = track_means(np.concatenate(chunks)[:n], self.track, self.signature.size)
       out[f"{name}_zeroshot_keysig"] = cross_fit_accuracy(per_track.argmax(1), self.signature)
       omega = self.omegas[name]
-      if round(omega * 12) in (1, 5, 7, 11):  # The phase readout (probe.phase_class).
+      if keys.has_phase_readout(omega):  # The phase readout (keys.phase_class).
         out[f"{name}_zeroshot_keysig_phase"] = cross_fit_accuracy(
-            probe.phase_class(per_track, omega), self.signature)
+            keys.phase_class(per_track, omega), self.signature)
     return out
 
 

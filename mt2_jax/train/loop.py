@@ -1,4 +1,6 @@
-"""`mt2 train`: sharded, multi-host, preemption-safe pretraining with exact resume.
+"""Sharded, multi-host, preemption-safe pretraining with exact resume: `train(config, workdir)`.
+
+`mt2 train` (mt2_jax/cli/train.py) is its command line:
 
   mt2 train --config=configs/mt2.py:runlocal --workdir=/tmp/mt2 --config.data_dir=DATA
   # several hosts (automatic on SLURM and Cloud TPU; explicit elsewhere):
@@ -21,21 +23,10 @@ import json
 import os
 import pathlib
 import signal
-import sys
 import time
 from typing import Any
 
-from absl import app, flags, logging
-from ml_collections import config_flags
-
-if "config" not in flags.FLAGS:
-  config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/mt2.py:runlocal.",
-                                  lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, config.")
-_COORD = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
-_NPROC = flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
-_PID = flags.DEFINE_integer("process_id", None, "This process's index (multi-host).")
-_PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar (process 0).")
+from absl import logging
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -43,7 +34,7 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def init_distributed(coordinator_address=None, num_processes=None, process_id=None) -> None:
-  """Joins a multi-process JAX job: explicit flags, else SLURM / Cloud TPU auto-detection."""
+  """Joins a multi-process JAX job: explicit arguments, else SLURM / Cloud TPU auto-detection."""
   import jax
   if coordinator_address:
     jax.distributed.initialize(coordinator_address, num_processes, process_id)
@@ -242,24 +233,3 @@ def train(config, workdir, progress: bool = True) -> dict[str, Any]:
   last["step"] = step
   return last
 
-
-def main(argv):
-  del argv
-  if flags.FLAGS.config is None or not _WORKDIR.value:
-    raise app.UsageError("usage: mt2 train --config=configs/mt2.py[:ARGS] --workdir=DIR")
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
-  from mt2_jax import host
-  from mt2_jax.train import step as train_step
-  config, processes = flags.FLAGS.config, _NPROC.value or int(os.environ.get("SLURM_NTASKS", "1"))
-  if config.batch_size % processes == 0:  # Else check_runnable says why.
-    host.use_cpu_cores(config.batch_size // processes, train_step.tokens_per_track(config))
-  init_distributed(_COORD.value, _NPROC.value, _PID.value)
-  try:
-    final = train(flags.FLAGS.config, _WORKDIR.value, progress=_PROGRESS.value)
-  except (ValueError, FileNotFoundError, NonFiniteLossError) as e:
-    print(f"mt2 train: {e}", file=sys.stderr)
-    sys.exit(1)
-  import jax
-  if jax.process_index() == 0:
-    print(json.dumps({**final, "devices": jax.device_count()}))

@@ -1,0 +1,113 @@
+"""Track-level features of a labelled folder, cached: a run's embeddings, chroma, MFCC stats.
+
+Every array is [n_rows, dim] in the order of the rows (tasks.read_examples),
+NaN where a file could not be read (tasks.valid_rows then leaves it out of
+every task). Caches are .npz files that also hold the list of files they were
+computed from; a cache whose list differs is ignored and overwritten. Callers
+key the file names by `data_fingerprint` (and the checkpoint step), so probing
+again, or on another task, does not embed again.
+"""
+
+import hashlib
+import os
+import pathlib
+
+from absl import logging
+import numpy as np
+
+from mt2_jax.eval import references
+
+
+def data_fingerprint(data_dir, rows) -> str:
+  """Hash of the data folder's path and its files' names and sizes."""
+  data_dir = pathlib.Path(data_dir).absolute()
+  h = hashlib.sha256(str(data_dir).encode())
+  for r in rows:
+    h.update(f"{r['file']}:{(data_dir / r['file']).stat().st_size};".encode())
+  return h.hexdigest()[:12]
+
+
+def _load_cache(path: pathlib.Path, files: list[str]) -> dict[str, np.ndarray] | None:
+  if not path.exists():
+    return None
+  with np.load(path) as z:
+    if list(z["files"]) != files:
+      return None
+    return {k: z[k] for k in z.files if k != "files"}
+
+
+def _save_cache(path: pathlib.Path, files: list[str], arrays: dict[str, np.ndarray]) -> None:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(path.stem + ".tmp.npz")
+  np.savez(tmp, files=np.asarray(files), **arrays)
+  os.replace(tmp, path)  # Atomic: an interrupted write leaves no half cache.
+
+
+def extract_features(embedder, data_dir, rows, cache_path=None,
+                     progress: bool = True) -> dict[str, np.ndarray]:
+  """Track-level features of every row: {name: [n_rows, dim]}, cached at cache_path.
+
+  embedder: an mt2_jax.eval.embed.Embedder. Names: embedder.feature_names plus
+  head_<cpsd loss> ([n, 12]). A file the embedder rejects gets NaN features
+  (and is left out of every task).
+  """
+  import tqdm
+  from mt2_jax.data import audio
+  files = [r["file"] for r in rows]
+  cache_path = pathlib.Path(cache_path) if cache_path else None
+  if cache_path is not None:
+    cached = _load_cache(cache_path, files)
+    if cached is not None:
+      return cached
+  names = list(embedder.feature_names) + [f"head_{h}" for h in embedder.cpsd_heads]
+  dims = {n: (12 if n.startswith("head_") else embedder.width) for n in names}
+  out = {n: np.full((len(rows), dims[n]), np.nan, np.float32) for n in names}
+  for i, f in enumerate(tqdm.tqdm(files, unit="file", desc="features", disable=not progress)):
+    try:
+      feats = embedder.embed_file(pathlib.Path(data_dir) / f)
+    except audio.AudioError as e:
+      logging.warning("skipped %s: %s", f, e)
+      continue
+    for n in names:
+      out[n][i] = feats[n]
+  if cache_path is not None:
+    _save_cache(cache_path, files, out)
+  return out
+
+
+def _extract_tracks(name: str, track_fn, dim: int, sample_rate: int, data_dir, rows, cache_path,
+                    progress: bool) -> np.ndarray:
+  """track_fn(waveform at sample_rate) -> [dim] of each row's audio: [n_rows, dim],
+  NaN where the audio is unreadable, cached at cache_path under `name`."""
+  import tqdm
+  from mt2_jax.data import audio
+  files = [r["file"] for r in rows]
+  cache_path = pathlib.Path(cache_path) if cache_path else None
+  if cache_path is not None:
+    cached = _load_cache(cache_path, files)
+    if cached is not None:
+      return cached[name]
+  out = np.full((len(rows), dim), np.nan, np.float32)
+  for i, f in enumerate(tqdm.tqdm(files, unit="file", desc=name, disable=not progress)):
+    try:
+      out[i] = track_fn(audio.load_audio(pathlib.Path(data_dir) / f, sample_rate))
+    except audio.AudioError as e:
+      logging.warning("skipped %s: %s", f, e)
+  if cache_path is not None:
+    _save_cache(cache_path, files, {name: out})
+  return out
+
+
+def extract_chroma(data_dir, rows, cqt, cache_path=None, progress: bool = True) -> np.ndarray:
+  """Mean chroma [n_rows, 12] of each row's audio (references.track_chroma, for kk_key), cached."""
+  return _extract_tracks("chroma", lambda x: references.track_chroma(x, cqt), 12, cqt.sample_rate,
+                         data_dir, rows, cache_path, progress)
+
+
+def extract_mfcc(data_dir, rows, sample_rate: int, cache_path=None, progress: bool = True) -> np.ndarray:
+  """MFCC stats [n_rows, 40] of each row's audio at sample_rate (references.track_mfcc), cached."""
+  return _extract_tracks("mfcc", lambda x: references.track_mfcc(x, sample_rate), 40, sample_rate,
+                         data_dir, rows, cache_path, progress)
+
+
+__all__ = ["data_fingerprint", "extract_chroma", "extract_features", "extract_mfcc"]
