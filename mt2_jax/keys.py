@@ -18,6 +18,7 @@ Conventions:
 import numpy as np
 
 PITCH_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "G#", "A", "Bb", "B")
+NUM_PITCH_CLASSES = len(PITCH_NAMES)
 # How a head's profile becomes a class: STONE's peak, or the angle of its z on
 # CPSD's circle (phase_class).
 ZERO_SHOT_READOUTS = ("argmax", "phase")
@@ -81,5 +82,5 @@ def best_rotation(peak: np.ndarray, signature: np.ndarray) -> int:
   return int(np.argmax([np.sum((peak + r) % 12 == signature) for r in range(12)]))
 
 
-__all__ = ["PITCH_NAMES", "ZERO_SHOT_READOUTS", "best_rotation", "has_phase_readout", "key_class",
+__all__ = ["NUM_PITCH_CLASSES", "PITCH_NAMES", "ZERO_SHOT_READOUTS", "best_rotation", "has_phase_readout", "key_class",
            "key_name", "key_signature", "phase_class", "readout_class"]

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 # Offsets and shifts live on the 12 pitch classes (docs/design.md §1.2).
-PITCH_CLASSES = 12
+from mt2_jax.keys import NUM_PITCH_CLASSES as PITCH_CLASSES
 VIEW_KEYS = ("x_a", "x_b", "x_a_shift")
 # Separate random streams per purpose: a record's views never share numbers
 # with an epoch's shuffle.

@@ -25,9 +25,8 @@ from typing import Sequence
 
 import numpy as np
 
-# One spelling per pitch class; mir_eval.key accepts all of these.
-PITCH_CLASSES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "G#", "A", "Bb", "B")
-SPLITS = ("train", "validation", "test")
+from mt2_jax.data.dataset import SPLITS
+from mt2_jax.keys import PITCH_NAMES as PITCH_CLASSES  # One spelling per pitch class (mir_eval's).
 
 # music21 10.5 lists some chorales twice under one name (removed by name) and
 # two under two names; found by comparing all notes of all 350 names.

@@ -19,9 +19,9 @@ from typing import Any, Sequence
 from absl import logging
 import numpy as np
 
+from mt2_jax.data.dataset import SPLITS  # Their one home (what `mt2 prepare` writes).
 from mt2_jax.keys import key_class, key_name, key_signature
 
-SPLITS = ("train", "validation", "test")
 TASKS = ("key", "instrument", "chorale_instrument", "pitch")
 
 

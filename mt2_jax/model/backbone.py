@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from mt2_jax.model.layers import ZEROS, EncoderBlock, layer_norm, logical_init
 
-NUM_PITCH_CLASSES = 12
+from mt2_jax.keys import NUM_PITCH_CLASSES
 
 PATCH_EMBEDS = ("dense", "pitch", "hybrid")
 

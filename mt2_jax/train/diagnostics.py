@@ -24,7 +24,6 @@ import numpy as np
 
 from mt2_jax import keys
 
-NUM_CLASSES = 12
 # The zero-shot readout takes at most this many windows per track by default.
 MAX_WINDOWS = 4
 DOCS = "docs/experiments.md"
@@ -40,7 +39,7 @@ def constant_head_cpsd(omega: float = 7 / 12) -> float:
   r = (1 + 2c) / 3 (or 0): 3 - max(1 + 2c, 0)^2 / 3. For omega = 7/12 or 1/12,
   c = -1/11: r = 3/11 and 3 - 27/121 = 2.777.
   """
-  c = np.mean(np.cos(2 * np.pi * omega * np.arange(1, NUM_CLASSES)))
+  c = np.mean(np.cos(2 * np.pi * omega * np.arange(1, keys.NUM_PITCH_CLASSES)))
   return float(3 - max(1 + 2 * c, 0.0) ** 2 / 3)
 
 
@@ -182,7 +181,7 @@ def cross_fit_accuracy(peak: np.ndarray, signature: np.ndarray) -> float:
   hits = 0
   for fit in (first, ~first):
     rotation = keys.best_rotation(peak[fit], signature[fit])
-    hits += np.sum((peak[~fit] + rotation) % NUM_CLASSES == signature[~fit])
+    hits += np.sum((peak[~fit] + rotation) % keys.NUM_PITCH_CLASSES == signature[~fit])
   return float(hits / peak.size)
 
 
