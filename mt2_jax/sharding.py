@@ -1,5 +1,5 @@
 """Where arrays live: the device mesh, the logical-axis rules of the parameters,
-and the one batch spec (docs/design.md §3).
+and the one batch spec (docs/design.md §2).
 
 Parameters carry logical axis names (mt2_jax/model/layers.py, `logical_init`);
 `config.sharding` picks the rules: 'data' replicates them, 'fsdp' splits their

@@ -1,1 +1,1 @@
-"""Stage 4, evaluation: embeddings, the HEAR interface and the probes (docs/design.md §3)."""
+"""Stage 4, evaluation: embeddings, the HEAR interface and the probes (docs/design.md §2)."""

@@ -1,1 +1,1 @@
-"""Stage 3, pretraining: objective, train step, checkpoints, diagnostics, the loop (docs/design.md §3)."""
+"""Stage 3, pretraining: objective, train step, checkpoints, diagnostics, the loop (docs/design.md §2)."""
