@@ -1,7 +1,7 @@
 r"""The cost of more class tokens: step time for K = 1, 2, 3, 4, 8.
 
   python benchmarks/class_tokens.py                 # tiny at 173 frames
-  python benchmarks/class_tokens.py --quick         # test model, seconds
+  python benchmarks/class_tokens.py --quick         # test model, K = 2, 3 (tests)
 
 K tokens carry alternating CPSD / NT-Xent losses (`train_step.bench_config`:
 K=1 equivariant-only, K=2 the paper's MT2, K=3 adds a second equivariant
@@ -17,19 +17,17 @@ import jax
 
 from mt2_jax import host
 
-try:
-  from benchmarks import results
-  from benchmarks import train_step as bench_lib
-except ImportError:  # Run as a script: benchmarks/ is on sys.path.
-  import results
-  import train_step as bench_lib
+import results  # benchmarks/: a script's folder is on sys.path.
+import train_step as bench_lib
 
 SECTION = "bench_class_tokens"
 TOKENS = (1, 2, 3, 4, 8)
-QUICK = dict(variant="test", frames=32, tracks=2, steps=2, warmup=0)
+# K = 2 is the base of the ratios; K = 3 is the smallest that adds a token
+# and a loss to the paper's (what every K > 2 does), so quick needs no more.
+QUICK = dict(variant="test", frames=32, tracks=2, steps=2, warmup=0, tokens=(2, 3))
 
 
-def run(quick: bool = False, variant=None, frames=None, tracks=None, tokens=TOKENS, steps=None,
+def run(quick: bool = False, variant=None, frames=None, tracks=None, tokens=None, steps=None,
         command: str = "") -> dict:
   """One row per K: step time, throughput, FLOPs, memory, and each relative to K=2."""
   device = jax.devices()[0]
@@ -37,6 +35,7 @@ def run(quick: bool = False, variant=None, frames=None, tracks=None, tokens=TOKE
   frames = frames or (QUICK["frames"] if quick else 173)
   tracks = tracks or (QUICK["tracks"] if quick else bench_lib.default_tracks(device, variant, frames))
   steps = steps or (QUICK["steps"] if quick else 3)
+  tokens = tuple(tokens or (QUICK["tokens"] if quick else TOKENS))
   warmup = QUICK["warmup"] if quick else 1
   dtype = bench_lib.default_dtype(device)
   rows = []
@@ -50,12 +49,12 @@ def run(quick: bool = False, variant=None, frames=None, tracks=None, tokens=TOKE
     r["step_s_over_k2"] = jx["step_s"] / base["step_s"]
     r["flops_over_k2"] = jx["flops_per_step"] / base["flops_per_step"] if jx["flops_per_step"] else None
     print(format_row(r), flush=True)
-  return bench_lib.header({
+  return results.header({
       "benchmark": SECTION, "command": command, "quick": quick,
       "settings": {"variant": variant, "frames": frames, "tracks": rows[0]["jax"]["tracks"],
                    "activations": dtype, "steps": steps, "warmup": warmup, "tokens": list(tokens)},
       "rows": rows,
-  })
+  }, jax.devices())
 
 
 COLUMNS = ("K", "losses", "s/step", "views/s", "tokens/s", "FLOPs/step", "mem", "step vs K=2", "FLOPs vs K=2")
@@ -65,15 +64,15 @@ def format_row(r) -> str:
   jx = r["jax"]
   kinds = "/".join("cpsd" if i % 2 == 0 else "ntxent" for i in range(r["num_tokens"]))
   cells = (r["num_tokens"], kinds, f"{jx['step_s']:.3f}", f"{jx['views_per_s']:.1f}",
-           bench_lib._eng(jx["tokens_per_s"]), bench_lib._eng(jx["flops_per_step"]),
-           bench_lib._eng(jx["memory"].get("peak_estimate_bytes"), "B"),
-           f"{r['step_s_over_k2']:.3f}", bench_lib._fmt(r["flops_over_k2"], ".3f"))
+           results.eng(jx["tokens_per_s"]), results.eng(jx["flops_per_step"]),
+           results.eng(jx["memory"].get("peak_estimate_bytes"), "B"),
+           f"{r['step_s_over_k2']:.3f}", results.fmt(r["flops_over_k2"], ".3f"))
   return results.table_row(cells)
 
 
 def markdown(report: dict) -> str:
   s = report["settings"]
-  lines = bench_lib.preamble(report, "Cost of more class tokens (`benchmarks/class_tokens.py`)")
+  lines = results.preamble(report, "Cost of more class tokens (`benchmarks/class_tokens.py`)")
   lines += [
       f"Variant {s['variant']}, T = {s['frames']} frames, {s['tracks']} tracks ({3 * s['tracks']} views) "
       f"per step on one device, activations {s['activations']}; median of {s['steps']} steps. "
@@ -88,14 +87,16 @@ def main(argv=None):
   argv = sys.argv[1:] if argv is None else argv
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   results.add_shape_args(parser)
-  parser.add_argument("--tokens", default=",".join(map(str, TOKENS)))
+  parser.add_argument("--tokens", default="",
+                      help=f"comma-separated K (default {','.join(map(str, TOKENS))}; "
+                      f"{','.join(map(str, QUICK['tokens']))} with --quick)")
   args = parser.parse_args(argv)
   host.use_cpu_cores()  # Before JAX starts: the CPU as mt2 train uses it.
   print(results.table_row(COLUMNS))
   report = run(args.quick, args.variant or None, args.frames or None, args.tracks or None,
-               tuple(int(k) for k in args.tokens.split(",")),
-               command=bench_lib.command_line("benchmarks/class_tokens.py", argv))
-  bench_lib.write(report, args.out, args.results_md, SECTION, markdown)
+               tuple(int(k) for k in args.tokens.split(",") if k),
+               command=results.command_line("benchmarks/class_tokens.py", argv))
+  results.write(report, args.out, args.results_md, SECTION, markdown)
 
 
 if __name__ == "__main__":

@@ -28,23 +28,15 @@ from absl import flags
 import ml_collections
 import numpy as np
 
-# Imported before our flags: prepare defines --out too, and ours must win.
 from mt2_jax.data import prepare as prepare_lib
 
-try:
-  from benchmarks import results
-except ImportError:  # Run as a script: benchmarks/ is on sys.path.
-  import results
+import results  # benchmarks/results.py: a script's folder is on sys.path.
 
 SECTION = "input_pipeline"
 QUICK = dict(segment_frames=64, batch_size=4, workers="0,1", batches=3, warmup=1,
              files=4, seconds=4.0, dtypes="float32")
 FULL = dict(segment_frames=646, batch_size=32, workers="0,1,2,4", batches=20, warmup=2,
             files=32, seconds=35.0, dtypes="float32,float16")
-
-
-def _define(define, name, *args, **kwargs):
-  return define(name, *args, allow_override=True, **kwargs)
 
 
 _DATA = flags.DEFINE_string("data", None,
@@ -62,13 +54,13 @@ _WARMUP = flags.DEFINE_integer("warmup", None,
 _PREFETCH = flags.DEFINE_integer("prefetch_buffer_size", 2, "data.prefetch_buffer_size.")
 _DTYPES = flags.DEFINE_list("dtypes", None, f"data.dtype of the views, each timed "
                             f"(float32, bfloat16, float16; default {FULL['dtypes']}).")
-_OUT = _define(flags.DEFINE_string, "out", None, "JSON results file.")
+_OUT = flags.DEFINE_string("out", None, "JSON results file.")
 _RESULTS_MD = flags.DEFINE_string(
     "results_md", results.DEFAULT_PATH,
     "Markdown file whose input_pipeline section is rewritten; '' to skip.")
 
 
-def synthetic_dataset(out_dir, files: int, seconds: float, seed: int = 0) -> str:
+def synthetic_dataset(out_dir, files: int, seconds: float, seed: int = 0, workers: int = 2) -> str:
   """Prepares `files` chords of `seconds` each (random pitches, 22 050 Hz) in out_dir."""
   import soundfile as sf
   out_dir = pathlib.Path(out_dir)
@@ -83,7 +75,7 @@ def synthetic_dataset(out_dir, files: int, seconds: float, seed: int = 0) -> str
     x = x + 0.01 * rng.standard_normal(t.size)
     sf.write(audio_dir / f"chord{i:03d}.wav", (0.3 * x).astype(np.float32), sr)
   data = out_dir / "data"
-  prepare_lib.prepare(audio_dir, data, num_workers=min(2, os.cpu_count() or 1), progress=False)
+  prepare_lib.prepare(audio_dir, data, num_workers=min(workers, os.cpu_count() or 1), progress=False)
   return str(data)
 
 
@@ -154,7 +146,9 @@ def run(data=None, quick=False, workers=None, batch_size=None, segment_frames=No
     if data:
       dataset_name = str(data)
     else:
-      data = synthetic_dataset(tmp, base["files"], base["seconds"])
+      # Quick: one process; worker processes, each importing librosa, would
+      # take longer to start than its few seconds of audio take to prepare.
+      data = synthetic_dataset(tmp, base["files"], base["seconds"], workers=1 if quick else 2)
       dataset_name = f"synthetic, {base['files']} chords of {base['seconds']:g} s"
     from mt2_jax.data import pipeline
     configs = [make_config(data, segment_frames, batch_size, prefetch, d) for d in dtypes]

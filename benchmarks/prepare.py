@@ -17,11 +17,10 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import results  # noqa: E402  (benchmarks/results.py)
-
 from mt2_jax.data import corpus
-from mt2_jax.data import prepare  # noqa: E402
+from mt2_jax.data import prepare
+
+import results  # benchmarks/results.py: a script's folder is on sys.path.
 
 
 def cpu_seconds() -> float:

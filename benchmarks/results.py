@@ -3,13 +3,19 @@
 Each benchmark owns one section of benchmarks/RESULTS.md, between
 `<!-- NAME:start -->` and `<!-- NAME:end -->`, and rewrites only that section,
 so benchmarks run at different times (and on different machines) share the
-file without clobbering each other.
+file without clobbering each other. The benchmarks are scripts: Python puts
+benchmarks/ on sys.path, so they import this module as `results`.
 
-  from benchmarks import results    # or `import results` from benchmarks/
+  import results
   results.update_section("input_pipeline", markdown)
+
+Also here: the header every report starts with (`header`), the number
+formats of the tables (`fmt`, `eng`) and the top of a section (`preamble`).
 """
 
+import datetime
 import importlib.metadata
+import json
 import os
 import pathlib
 import platform
@@ -112,3 +118,63 @@ def add_shape_args(parser, tracks_flag: str = "--tracks") -> None:
   parser.add_argument(tracks_flag, type=int, default=0)
   parser.add_argument("--out", default="", help="JSON file")
   parser.add_argument("--results_md", default=DEFAULT_PATH, help="'' to skip")
+
+
+# What a train-step measurement depends on, named in every report's header.
+STEP_PACKAGES = ("jax", "jaxlib", "flax", "optax", "torch", "numpy")
+
+
+def header(report: dict, devices, packages=STEP_PACKAGES) -> dict:
+  """`report` after the fields every train-step report starts with: where, when, with what.
+
+  devices: `jax.devices()`, passed in so that this module needs no JAX.
+  """
+  device = devices[0]
+  return {
+      "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+      "machine": machine_description(),
+      "device_kind": device.device_kind,
+      "platform": device.platform,
+      "num_devices": len(devices),
+      "versions": versions(packages),
+      "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      # Other work on the machine slows every row: say how busy it was.
+      "load_average_before": [round(x, 2) for x in os.getloadavg()],
+      **report,
+  }
+
+
+def fmt(x, spec: str = ".2f", none: str = "-") -> str:
+  """`x` formatted by `spec`, or `none` for a value that was not measured."""
+  return none if x is None else format(x, spec)
+
+
+def eng(x, unit: str = "") -> str:
+  """`x` with an SI prefix (1.23 G, 456 k), for FLOPs, bytes and rates that span decades."""
+  if x is None:
+    return "-"
+  for suffix, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+    if abs(x) >= scale:
+      return f"{x / scale:.2f} {suffix}{unit}"
+  return f"{x:.0f} {unit}".strip()
+
+
+def preamble(report: dict, title: str) -> list[str]:
+  """The top of a train-step section: title, device, machine, versions, command, load."""
+  return [
+      f"## {title}", "",
+      f"Device: {report['device_kind']} ({report['platform']}, {report['num_devices']} visible); "
+      f"machine: {report['machine']}.  ",
+      f"Versions: {report['versions']}.  ",
+      f"XLA_FLAGS: `{report['xla_flags'] or '(none)'}`.  ",
+      f"Measured {report['date']} with `{report['command']}`; load average before: "
+      f"{report['load_average_before'][0]:.1f} (other work on the machine slows every number).", "",
+  ]
+
+
+def write(report: dict, out: str | None, results_md: str | None, section: str, to_markdown) -> None:
+  """`report` as JSON to `out` and as `to_markdown(report)` to its section of `results_md`."""
+  if out:
+    pathlib.Path(out).write_text(json.dumps(report, indent=1))
+  if results_md:
+    update_section(section, to_markdown(report), results_md)

@@ -1,7 +1,7 @@
 r"""Data-parallel scaling: the train step on 1, 2, 4 and 8 devices at a fixed per-device batch.
 
   python benchmarks/scaling.py                 # tiny at 173 frames
-  python benchmarks/scaling.py --quick         # test model, seconds
+  python benchmarks/scaling.py --quick         # test model, 1 and 2 devices (tests)
 
 On GPUs and TPUs it uses the real devices (counts above what the host has
 are reported as skipped). On a CPU it runs a subprocess with 8 fake devices
@@ -21,16 +21,14 @@ import sys
 
 import jax
 
-try:
-  from benchmarks import results
-  from benchmarks import train_step as bench_lib
-except ImportError:  # Run as a script: benchmarks/ is on sys.path.
-  import results
-  import train_step as bench_lib
+import results  # benchmarks/: a script's folder is on sys.path.
+import train_step as bench_lib
 
 SECTION = "bench_scaling"
 COUNTS = (1, 2, 4, 8)
-QUICK = dict(variant="test", frames=32, tracks_per_device=2, steps=2, warmup=0)
+# Two devices already shard the batch (NT-Xent's gathers, the gradient
+# all-reduce) as eight do, so quick needs no more.
+QUICK = dict(variant="test", frames=32, tracks_per_device=2, steps=2, warmup=0, counts=(1, 2))
 FAKE_DEVICES = 8
 
 
@@ -69,9 +67,10 @@ def _fake_cpu_rows(args: list[str], timeout_s: int = 900) -> tuple[list[dict], s
   return json.loads(last)["rows"], env["XLA_FLAGS"]
 
 
-def run(quick: bool = False, variant=None, frames=None, tracks_per_device=None, counts=COUNTS,
+def run(quick: bool = False, variant=None, frames=None, tracks_per_device=None, counts=None,
         command: str = "") -> dict:
   device = jax.devices()[0]
+  counts = tuple(counts or (QUICK["counts"] if quick else COUNTS))
   variant = variant or (QUICK["variant"] if quick else "tiny")
   frames = frames or (QUICK["frames"] if quick else 173)
   tracks = tracks_per_device or (QUICK["tracks_per_device"] if quick else
@@ -89,13 +88,13 @@ def run(quick: bool = False, variant=None, frames=None, tracks_per_device=None, 
     kind = f"{jax.device_count()} x {device.device_kind}"
   for r in rows:
     print(format_row(r), flush=True)
-  report = bench_lib.header({
+  report = results.header({
       "benchmark": SECTION, "command": command, "quick": quick,
       "settings": {"variant": variant, "frames": frames, "tracks_per_device": tracks, "steps": steps,
                    "warmup": warmup, "counts": list(counts), "devices_kind": kind,
                    "activations": bench_lib.default_dtype(device)},
       "rows": rows,
-  })
+  }, jax.devices())
   report["xla_flags"] = flags
   return report
 
@@ -108,14 +107,14 @@ def format_row(r) -> str:
     return f"| {r['devices']} | {r['skipped']} | | | | | |"
   jx = r["jax"]
   cells = (r["devices"], jx["tracks"], f"{jx['step_s']:.3f}", f"{jx['views_per_s']:.1f}",
-           bench_lib._fmt(r.get("speedup")), bench_lib._fmt(r.get("efficiency")),
-           bench_lib._eng(jx["memory"].get("peak_estimate_bytes"), "B"))
+           results.fmt(r.get("speedup")), results.fmt(r.get("efficiency")),
+           results.eng(jx["memory"].get("peak_estimate_bytes"), "B"))
   return results.table_row(cells)
 
 
 def markdown(report: dict) -> str:
   s = report["settings"]
-  lines = bench_lib.preamble(report, "Data-parallel scaling (`benchmarks/scaling.py`)")
+  lines = results.preamble(report, "Data-parallel scaling (`benchmarks/scaling.py`)")
   lines += [
       f"Variant {s['variant']}, T = {s['frames']} frames, {s['tracks_per_device']} tracks per device "
       f"(batch grows with the device count), activations {s['activations']}; devices: "
@@ -132,20 +131,22 @@ def main(argv=None):
   argv = sys.argv[1:] if argv is None else argv
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   results.add_shape_args(parser, tracks_flag="--tracks_per_device")
-  parser.add_argument("--counts", default=",".join(map(str, COUNTS)))
+  parser.add_argument("--counts", default="",
+                      help=f"comma-separated device counts (default {','.join(map(str, COUNTS))}; "
+                      f"{','.join(map(str, QUICK['counts']))} with --quick)")
   parser.add_argument("--steps", type=int, default=3)
   parser.add_argument("--warmup", type=int, default=1)
   parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
-  counts = tuple(int(n) for n in args.counts.split(","))
+  counts = tuple(int(n) for n in args.counts.split(",") if n)
   if args.worker:  # Inside the fake-device subprocess: measure, print JSON.
     rows = measure_counts(args.variant, args.frames, args.tracks_per_device, counts, args.steps, args.warmup)
     print(json.dumps({"rows": rows}))
     return
   print(results.table_row(COLUMNS))
   report = run(args.quick, args.variant or None, args.frames or None, args.tracks_per_device or None,
-               counts, command=bench_lib.command_line("benchmarks/scaling.py", argv))
-  bench_lib.write(report, args.out, args.results_md, SECTION, markdown)
+               counts, command=results.command_line("benchmarks/scaling.py", argv))
+  results.write(report, args.out, args.results_md, SECTION, markdown)
 
 
 if __name__ == "__main__":

@@ -26,9 +26,7 @@ and float32 on CPUs, where bf16 matmuls are emulated and ~2.4x slower.
 """
 
 import argparse
-import datetime
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -39,18 +37,14 @@ import jax
 import ml_collections
 import numpy as np
 
-from mt2_jax import sharding
-
 from mt2_jax import config_defaults
 from mt2_jax import config_validation
 from mt2_jax import host
 from mt2_jax import model as model_lib
+from mt2_jax import sharding
 from mt2_jax.train import step as train_step_lib
 
-try:
-  from benchmarks import results
-except ImportError:  # Run as a script: benchmarks/ is on sys.path.
-  import results
+import results  # benchmarks/results.py: a script's folder is on sys.path.
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SECTION = "bench_train_step"
@@ -76,6 +70,7 @@ PEAK_FLOPS = (
 VARIANTS = ("tiny", "small", "base")
 FRAMES = (173, 646)  # 4 s and 15 s of audio.
 QUICK = dict(variants=("test",), frames=(32,), tracks=2, steps=2, warmup=0)
+
 
 def peak_flops(device) -> float | None:
   """Dense bf16 peak FLOP/s of one `device`, or None if not in PEAK_FLOPS."""
@@ -301,10 +296,8 @@ def measure_jax_adaptive(variant, frames, tracks, dtype, num_tokens=2, devices=N
 def torch_reference_module():
   """benchmarks/torch_reference.py, or an ImportError's text if torch is missing."""
   try:
-    try:
-      from benchmarks import torch_reference
-    except ImportError:
-      import torch_reference
+    # Here, not at the top: torch is an optional extra.
+    import torch_reference  # pylint: disable=g-import-not-at-top
     return torch_reference
   except ImportError as e:
     return f"torch not installed ({e})"
@@ -355,7 +348,8 @@ def pipeline_throughput(frames: int, quick: bool, timeout_s: int = 600) -> dict:
     out = pathlib.Path(tmp) / "pipeline.json"
     args = [sys.executable, str(script), f"--segment_frames={frames}", f"--out={out}", "--results_md=",
             "--dtypes=float32"]
-    args += ["--quick"] if quick else ["--workers=0,2", "--batches=10", "--warmup=1"]
+    # Quick: no worker processes, whose start-up would be most of the run.
+    args += ["--quick", "--workers=0"] if quick else ["--workers=0,2", "--batches=10", "--warmup=1"]
     try:
       proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -391,27 +385,6 @@ def _partner_result(partner, jx: dict) -> dict:
   paired = float(np.median(np.asarray(times) / np.asarray(jx["step_s_all"])))
   return {"step_s": float(np.median(times)), "step_s_all": times, "first_call_s": first,
           "interleaved_with_jax": True, "paired_ratio": paired}
-
-
-def versions() -> str:
-  return results.versions(("jax", "jaxlib", "flax", "optax", "torch", "numpy"))
-
-
-def header(report: dict) -> dict:
-  """Fields every benchmark report starts with: where, when, with what."""
-  device = jax.devices()[0]
-  return {
-      "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
-      "machine": results.machine_description(),
-      "device_kind": device.device_kind,
-      "platform": device.platform,
-      "num_devices": jax.device_count(),
-      "versions": versions(),
-      "xla_flags": os.environ.get("XLA_FLAGS", ""),
-      # Other work on the machine slows every row: say how busy it was.
-      "load_average_before": [round(x, 2) for x in os.getloadavg()],
-      **report,
-  }
 
 
 def run(quick: bool = False, variants=None, frames=None, tracks=None, steps=None, warmup=None,
@@ -454,7 +427,7 @@ def run(quick: bool = False, variants=None, frames=None, tracks=None, steps=None
       row["pipeline_over_step"] = p["views_per_s"] / jx["views_per_s"] if "views_per_s" in p else None
       rows.append(row)
       print(format_row(row), flush=True)
-  return header({
+  return results.header({
       "benchmark": SECTION, "command": command, "quick": quick,
       "settings": {"variants": list(variants), "frames": list(frames), "steps": steps, "warmup": warmup,
                    "activations": dtype,
@@ -463,20 +436,7 @@ def run(quick: bool = False, variants=None, frames=None, tracks=None, steps=None
                                   else "128 tracks, halved on out-of-memory")},
       "input_pipeline": {str(k): v for k, v in pipelines.items()},
       "rows": rows,
-  })
-
-
-def _fmt(x, spec=".2f", none="-"):
-  return none if x is None else format(x, spec)
-
-
-def _eng(x, unit=""):
-  if x is None:
-    return "-"
-  for suffix, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
-    if abs(x) >= scale:
-      return f"{x / scale:.2f} {suffix}{unit}"
-  return f"{x:.0f} {unit}".strip()
+  }, jax.devices())
 
 
 def _torch_s(row, mode):
@@ -491,12 +451,13 @@ COLUMNS = ("variant", "T", "tracks", "devices", "JAX s/step", "views/s", "tokens
 def format_row(row) -> str:
   jx = row["jax"]
   cells = (row["variant"], row["frames"], row["tracks"], jx["devices"], f"{jx['step_s']:.3f}",
-           f"{jx['views_per_s']:.1f}", _eng(jx["tokens_per_s"]), _eng(jx["achieved_flops_per_s"]),
-           _fmt(jx["mfu"] and 100 * jx["mfu"], ".1f") + ("%" if jx["mfu"] else ""),
-           _eng(jx["memory"].get("peak_estimate_bytes"), "B"),
+           f"{jx['views_per_s']:.1f}", results.eng(jx["tokens_per_s"]),
+           results.eng(jx["achieved_flops_per_s"]),
+           results.fmt(jx["mfu"] and 100 * jx["mfu"], ".1f") + ("%" if jx["mfu"] else ""),
+           results.eng(jx["memory"].get("peak_estimate_bytes"), "B"),
            _torch_s(row, "eager"), _torch_s(row, "compile"),
-           _fmt(row.get("jax_over_torch_eager")), _fmt(row.get("jax_over_torch_compile")),
-           _fmt(row.get("pipeline_over_step"), ".1f"))
+           results.fmt(row.get("jax_over_torch_eager")), results.fmt(row.get("jax_over_torch_compile")),
+           results.fmt(row.get("pipeline_over_step"), ".1f"))
   return results.table_row(cells)
 
 
@@ -515,21 +476,9 @@ def _errors(rows) -> list[str]:
   return sorted(set(notes))
 
 
-def preamble(report: dict, title: str) -> list[str]:
-  return [
-      f"## {title}", "",
-      f"Device: {report['device_kind']} ({report['platform']}, {report['num_devices']} visible); "
-      f"machine: {report['machine']}.  ",
-      f"Versions: {report['versions']}.  ",
-      f"XLA_FLAGS: `{report['xla_flags'] or '(none)'}`.  ",
-      f"Measured {report['date']} with `{report['command']}`; load average before: "
-      f"{report['load_average_before'][0]:.1f} (other work on the machine slows every number).", "",
-  ]
-
-
 def markdown(report: dict) -> str:
   s = report["settings"]
-  lines = preamble(report, "Train step: JAX vs PyTorch (`benchmarks/train_step.py`)")
+  lines = results.preamble(report, "Train step: JAX vs PyTorch (`benchmarks/train_step.py`)")
   lines += [
       "One accelerator, or the whole CPU as `mt2 train` uses it: one XLA device per core "
       "(`host.use_cpu_cores`), data parallel over the batch (devices column). "
@@ -555,16 +504,6 @@ def markdown(report: dict) -> str:
   return "\n".join(lines)
 
 
-def write(report: dict, out: str | None, results_md: str | None, section=SECTION, to_markdown=markdown):
-  if out:
-    pathlib.Path(out).write_text(json.dumps(report, indent=1))
-  if results_md:
-    results.update_section(section, to_markdown(report), results_md)
-
-
-command_line = results.command_line  # Kept here: class_tokens/scaling call bench_lib.command_line.
-
-
 def main(argv=None):
   argv = sys.argv[1:] if argv is None else argv
   host.use_cpu_cores()  # Before JAX starts: the CPU as mt2 train uses it.
@@ -584,8 +523,8 @@ def main(argv=None):
   print(results.table_row(COLUMNS))
   report = run(args.quick, split(args.variants), split(args.frames, int), args.tracks or None,
                args.steps or None, torch_compile=args.torch_compile, torch_=args.torch,
-               pipeline=args.pipeline, command=command_line("benchmarks/train_step.py", argv))
-  write(report, args.out, args.results_md)
+               pipeline=args.pipeline, command=results.command_line("benchmarks/train_step.py", argv))
+  results.write(report, args.out, args.results_md, SECTION, markdown)
 
 
 if __name__ == "__main__":
