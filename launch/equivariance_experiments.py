@@ -15,8 +15,9 @@ probes early. Per run:
   keysig_zeroshot              zero-shot key-signature accuracy of the head
   key_<feature>, inst_<feature> key MIREX / chorale-instrument accuracy of a probe
   token_r2                     how much of the contrastive token a linear map of the
-                               equivariant one explains on held-out tracks (1: the
-                               two tokens are one feature)
+                               equivariant one explains on the scored pieces, fitted on
+                               the training pieces (probe.token_similarity; 1: the two
+                               tokens are one feature)
 Rows are appended to OUT/results.jsonl (a finished run is not trained again)
 and OUT/results.md and OUT/cpsd_curves.png are rewritten from all rows.
 """
@@ -28,13 +29,13 @@ import os
 import pathlib
 import sys
 
-import numpy as np
-
 # name -> (config file, overrides of config keys). Every knob is spelt out, so a
 # row means the same whatever the defaults are; keys of a loss the config does
 # not have are skipped.
 PAPER = {"model.width": 48, "model.patch_embed": "dense", "model.layerscale": 0.0,
-         "losses.cpsd.head": "dense", "losses.cpsd.spread_weight": 0.0}
+         "model.layerscale_tokens": "all", "model.class_token_init": "mean",
+         "losses.cpsd.head": "dense", "losses.cpsd.spread_weight": 0.0,
+         "losses.ntxent.projector": "none"}
 PITCH = {**PAPER, "model.patch_embed": "pitch", "model.layerscale": 0.01}
 HYBRID = {**PAPER, "model.patch_embed": "hybrid", "model.layerscale": 0.01}
 HINGE = {**HYBRID, "losses.cpsd.spread_weight": 1.0}
@@ -76,16 +77,21 @@ EXPERIMENTS = {
     "con_hybrid_w96_mlp": ("contrastive_only",
                            {**HYBRID, "model.width": 96, "losses.ntxent.projector": "mlp"}),
     "eq_hinge_w96": ("equivariant_only", {**HINGE, "model.width": 96}),
-    # Are the two tokens two features? (token_r2): class tokens outside LayerScale, or none.
+    # Session 5. Class tokens outside LayerScale ('frames'), or no LayerScale at
+    # all, on top of the hinge; and do the two class tokens become two features
+    # (token_r2) when they start as their vectors alone?
     "mt2_ls_frames": ("mt2", {**HINGE, "model.width": 96, "losses.ntxent.projector": "mlp",
                               "model.layerscale_tokens": "frames"}),
+    "eq_ls_frames": ("equivariant_only", {**HINGE, "model.width": 96, "model.layerscale_tokens": "frames"}),
+    "con_ls_frames": ("contrastive_only", {**HYBRID, "model.width": 96, "losses.ntxent.projector": "mlp",
+                                           "model.layerscale_tokens": "frames"}),
+    "mt2_ls_frames_vec": ("mt2", {**HINGE, "model.width": 96, "losses.ntxent.projector": "mlp",
+                                  "model.layerscale_tokens": "frames", "model.class_token_init": "vector"}),
     "mt2_nols": ("mt2", {**HINGE, "model.width": 96, "losses.ntxent.projector": "mlp",
                          "model.layerscale": 0.0}),
-    "mt2_hinge_w96_mlp_shiftpos": ("mt2", {**HINGE, "model.width": 96, "losses.ntxent.projector": "mlp",
-                                           "losses.ntxent.include_shift_view": True}),
-    "con_hybrid_w96_mlp_shiftpos": ("contrastive_only", {
-        **HYBRID, "model.width": 96, "losses.ntxent.projector": "mlp",
-        "losses.ntxent.include_shift_view": True}),
+    "eq_nols": ("equivariant_only", {**HINGE, "model.width": 96, "model.layerscale": 0.0}),
+    "con_nols": ("contrastive_only", {**HYBRID, "model.width": 96, "losses.ntxent.projector": "mlp",
+                                      "model.layerscale": 0.0}),
 }
 # The curves of docs/experiments_cpsd.png (OUT/cpsd_curves.png); all rows when none ran.
 PLOTTED = ("eq_paper", "eq_hybrid", "eq_hybrid_hinge", "mt2_hybrid", "mt2_hybrid_shiftpos",
@@ -172,31 +178,20 @@ def score_run(workdir: pathlib.Path, corpus_dir: pathlib.Path, rows) -> dict:
   for res in probe.probe_features("run", feats, rows, ("key",), embedder.feature_names,
                                   probe.head_omegas(embedder.config)):
     name = res["feature"].replace("cls_", "")
-    if name.startswith("zero-shot"):  # 'zero-shot (head_cpsd)', 'zero-shot phase (head_x)'.
+    if res["task"] == "tokens":  # probe.token_similarity: the first pair of class tokens.
+      out.setdefault("token_r2", res["token_r2"])
+    elif name.startswith("zero-shot"):  # 'zero-shot (head_cpsd)', 'zero-shot phase (head_x)'.
       head = name.split("(head_")[1].rstrip(")")
       suffix = "" if head == "cpsd" else f"_{head}"
       out[("keysig_phase" if "phase" in name else "keysig_zeroshot") + suffix] = res["key_signature"]
     else:
       out[f"key_{name}"] = res["key"]  # MIREX weighted score
       out[f"ksprobe_{name}"] = res["key_signature"]  # Key-signature accuracy of that probe.
-  names = [n for n in embedder.feature_names if n.startswith("cls_") and n != "cls_mean"]
-  if len(names) > 1:
-    out["token_r2"] = token_r2(feats[names[0]], feats[names[1]])
   base = probe.task_data("instrument", rows)  # Chorale rows only: instrument of renditions.
   for name in embedder.feature_names:
     t = probe.valid_rows(base, [feats[name]])
     out[f"inst_{name.replace('cls_', '')}"] = probe.probe_feature(t, feats[name])["instrument"]
   return out
-
-
-def token_r2(a: np.ndarray, b: np.ndarray) -> float:
-  """R^2 of b [n, d] predicted by a least-squares linear map of a [n, d], fitted
-  on the even rows and scored on the odd ones."""
-  fit, held = slice(0, None, 2), slice(1, None, 2)
-  a_mean, b_mean = a[fit].mean(0), b[fit].mean(0)
-  w, *_ = np.linalg.lstsq(a[fit] - a_mean, b[fit] - b_mean, rcond=None)
-  err = b[held] - b_mean - (a[held] - a_mean) @ w
-  return float(1 - (err ** 2).sum() / ((b[held] - b[held].mean(0)) ** 2).sum())
 
 
 def write_report(out: pathlib.Path, results: list[dict]) -> None:

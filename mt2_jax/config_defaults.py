@@ -81,7 +81,9 @@ def base_config() -> ml_collections.ConfigDict:
       patch_embed="hybrid",
       pitch_channels=config_dict.placeholder(int),  # c; None: half the width for 'hybrid'.
       layerscale=0.01,  # LayerScale init on both branches of every block; 0: off.
-      layerscale_tokens="all",  # 'all' tokens, or 'frames' only (class tokens unscaled).
+      # LayerScale on every token ('all') or on the frame tokens only ('frames': class
+      # tokens take full-size updates); docs/experiments.md, session 5.
+      layerscale_tokens="frames",
       # Unset (None): the variant's. Set one to vary a single dimension, e.g.
       # --config.model.depth=4.
       width=config_dict.placeholder(int),

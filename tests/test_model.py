@@ -337,6 +337,29 @@ def test_layerscale_starts_blocks_near_the_identity():
     assert np.allclose(out, x, atol=1e-4) == close
 
 
+def test_layerscale_on_frames_only_leaves_class_tokens_unscaled():
+  x = jnp.asarray(_views(b=2, frames=6).transpose(0, 2, 1)[..., :32])  # [B, L=6, d=32]
+  block = model_lib.EncoderBlock(num_heads=2, mlp_dim=64, layerscale=1e-6,
+                                 layerscale_tokens="frames", num_class_tokens=2)
+  out = np.asarray(block.apply(block.init(jax.random.key(0), x), x))
+  assert np.allclose(out[:, 2:], x[:, 2:], atol=1e-4)  # Frames: near the identity.
+  assert not np.allclose(out[:, :2], x[:, :2], atol=1e-2)  # Class tokens: full updates.
+
+
+@pytest.mark.parametrize("init, depends_on_input", [("mean", True), ("vector", False)])
+def test_class_token_init(init, depends_on_input):
+  """With blocks at the identity, a class token is its start: vector (+ the frame mean)."""
+  config = _config(f"runlocal,frames=16,model.class_token_init={init},model.layerscale_tokens=all")
+  model = model_lib.build_model(config)
+  params = jax.tree_util.tree_map_with_path(
+      lambda path, v: (np.full_like(v, 1e-7) if jax.tree_util.keystr(path).endswith(("['ls1']", "['ls2']"))
+                       else v),
+      _params(model))
+  outs = [model.apply({"params": params}, _views(b=1, seed=s), with_heads=False)["cls_equivariant"]
+          for s in (1, 2)]
+  assert (not np.allclose(outs[0], outs[1], atol=1e-3)) == depends_on_input
+
+
 @pytest.mark.parametrize("patch_embed", ["pitch", "hybrid"])
 def test_pitch_structured_models_count_their_parameters(patch_embed):
   """tiny: the dense part shrinks by the pitch part's 12c dims; LayerScale adds 2d per block."""
@@ -356,6 +379,8 @@ def test_pitch_structured_models_count_their_parameters(patch_embed):
     ("model.patch_embed=bogus", "model.patch_embed"),
     ("model.patch_embed=hybrid,model.pitch_channels=3", "model.pitch_channels"),  # 36 > 32.
     ("model.layerscale=-1", "model.layerscale"),
+    ("model.layerscale_tokens=cls", "model.layerscale_tokens"),
+    ("model.class_token_init=zeros", "model.class_token_init"),
     ("model.patch_embed=dense,losses.cpsd.head=shared", "losses.cpsd.head"),
     ("losses.cpsd.spread_weight=-1", "losses.cpsd.spread_weight"),
 ])

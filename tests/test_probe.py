@@ -260,7 +260,10 @@ def test_mfcc_stats_shape_values_and_cache(tmp_path, monkeypatch):
 
 
 def demo_results(changes=None):
-  """Hand-made results in which every finding holds, but for changes {(model, feature, task): score}."""
+  """Hand-made results in which every finding holds, but for changes {(model, feature, task): score}
+  (and 'token_r2': MT2's token similarity, 0.5 by default)."""
+  changes = dict(changes or {})
+  token_r2 = changes.pop("token_r2", 0.5)
   scores = {
       ("mt2", "cls_equivariant", "key"): 0.8, ("mt2", "cls_contrastive", "key"): 0.4,
       ("mt2", "cls_mean", "key"): 0.7,
@@ -278,28 +281,47 @@ def demo_results(changes=None):
       ("mt2 (untrained)", "cls_mean", "key"): 0.2,
       ("KK chroma template", "chroma", "key"): 0.6,
       ("MFCC stats", "mfcc", "chorale_instrument"): 0.85,
-      **(changes or {})}
-  return [{"model": m, "feature": f, "task": t, t: v} for (m, f, t), v in scores.items()]
+      **changes}
+  tokens = {"model": "mt2", "feature": "cls_equivariant -> cls_contrastive", "task": "tokens",
+            "token_r2": token_r2}
+  return [{"model": m, "feature": f, "task": t, t: v} for (m, f, t), v in scores.items()] + [tokens]
 
 
 def test_findings_hold_fail_and_go_missing():
   good = probe.findings(demo_results())
-  assert len(good) == 10 and all(f["holds"] is True for f in good), good
+  assert len(good) == 11 and all(f["holds"] is True for f in good), good
   first = good[0]
   assert (first["a"], first["b"]) == (0.8, 0.4) and "cls_equivariant" in first["a_label"]
   # The contrastive token wins key: the first finding fails, and only it.
   bad = probe.findings(demo_results({("mt2", "cls_contrastive", "key"): 0.85}))
-  assert [f["holds"] for f in bad] == [False] + [True] * 9
+  assert [f["holds"] for f in bad] == [False] + [True] * 10
   # equivariant_only beats MT2 on key; cls_mean is nowhere MT2's best.
   worse = probe.findings(demo_results({("equivariant_only", "cls_equivariant", "key"): 0.9,
                                        ("mt2", "cls_mean", "chorale_instrument"): 0.1}))
-  assert [f["holds"] for f in worse] == [True] * 4 + [False, True, True, False, True, True]
+  assert [f["holds"] for f in worse] == [True] * 4 + [False, True, True, False, True, True, True]
   assert (worse[4]["a"], worse[4]["b"]) == (0.8, 0.9)
   assert "equivariant_only cls_equivariant" in worse[4]["b_label"]
   missing = probe.findings([r for r in demo_results() if r["model"] != "MFCC stats"])
   assert missing[-1]["holds"] is None and all(f["holds"] for f in missing[:-1])
   text = probe.findings_markdown(worse)
-  assert text.count("**yes**") == 8 and text.count("**no**") == 2 and "0.800 (mt2" in text
+  assert text.count("**yes**") == 9 and text.count("**no**") == 2 and "0.800 (mt2" in text
+  # Two class tokens that are one feature fail the token finding.
+  same = probe.findings(demo_results({"token_r2": 0.999}))
+  assert [f["holds"] for f in same] == [True] * 8 + [False, True, True]
+
+
+def test_token_similarity_tells_one_feature_from_two():
+  rows = note_rows()
+  rng = np.random.default_rng(0)
+  a = rng.standard_normal((len(rows), 8))
+  feats = {"cls_x": a, "cls_y": a @ rng.standard_normal((8, 8)) + 1.0,  # A linear map of x.
+           "cls_z": rng.standard_normal((len(rows), 8)), "cls_mean": a}  # Independent of x.
+  res = {r["feature"]: r["token_r2"] for r in probe.token_similarity("m", feats, rows, list(feats))}
+  assert set(res) == {"cls_x -> cls_y", "cls_x -> cls_z", "cls_y -> cls_z"}  # cls_mean left out.
+  assert res["cls_x -> cls_y"] > 0.999 and res["cls_x -> cls_z"] < 0.2
+  # Not table rows: the report ignores them.
+  header, body = probe.table(probe.probe_features("m", feats, rows, ("instrument",), list(feats)))
+  assert all("->" not in row[1] for row in body)
 
 
 def test_phase_readout_inverts_the_circle():

@@ -67,6 +67,20 @@ def fit_linear_probe(x_train, y_train, x_val, y_val, num_classes: int, lr: float
   return predict, {"steps": step, "best_step": best[1], "val_loss": best[0]}
 
 
+def linear_r2(x_fit, y_fit, x_held, y_held) -> float:
+  """R^2 on (x_held, y_held) of the least-squares linear map x -> y fitted on (x_fit, y_fit).
+
+  x_*: [n, d], y_*: [n, p]. Used on two class tokens of one model: near 1,
+  one token is a linear function of the other, so a linear probe cannot tell
+  them apart (docs/experiments.md, "are the two tokens two features?").
+  """
+  x_fit, y_fit, x_held, y_held = (np.asarray(a, np.float64) for a in (x_fit, y_fit, x_held, y_held))
+  x_mean, y_mean = x_fit.mean(0), y_fit.mean(0)
+  w, *_ = np.linalg.lstsq(x_fit - x_mean, y_fit - y_mean, rcond=None)
+  err = y_held - y_mean - (x_held - x_mean) @ w
+  return float(1 - (err ** 2).sum() / ((y_held - y_held.mean(0)) ** 2).sum())
+
+
 def probe_feature(task: TaskData, features: np.ndarray, **fit_kwargs) -> dict[str, Any]:
   """Fits the probe on task.split == train, stops on validation, scores test.
 
@@ -87,4 +101,4 @@ def probe_feature(task: TaskData, features: np.ndarray, **fit_kwargs) -> dict[st
           "n_train": int(parts["train"].sum()), "n_test": int(parts["test"].sum())}
 
 
-__all__ = ["fit_linear_probe", "probe_feature"]
+__all__ = ["fit_linear_probe", "linear_r2", "probe_feature"]

@@ -78,7 +78,7 @@ import numpy as np
 
 from mt2_jax.eval import embed as embed_lib
 from mt2_jax.eval.features import data_fingerprint, extract_chroma, extract_features, extract_mfcc
-from mt2_jax.eval.linear import fit_linear_probe, probe_feature
+from mt2_jax.eval.linear import fit_linear_probe, linear_r2, probe_feature
 from mt2_jax.eval.references import (KK_MAJOR, KK_MINOR, kk_key, kk_key_scores, track_chroma,
                                      track_mfcc, zero_shot_key)
 from mt2_jax.eval.report import (COLUMNS, findings, findings_markdown, markdown, plot, table,
@@ -105,7 +105,7 @@ def probe_features(model_name: str, features: dict[str, np.ndarray], rows, tasks
   Returns result rows {model, feature, task, <metric>: value, ...}.
   """
   feature_names = [n for n in (feature_names or features) if not n.startswith("head_")]
-  results = []
+  results = token_similarity(model_name, features, rows, feature_names)
   for task_name in tasks:
     base = task_data(task_name, rows)
     for name in feature_names:
@@ -126,6 +126,25 @@ def probe_features(model_name: str, features: dict[str, np.ndarray], rows, tasks
           results.append({"model": model_name, "feature": f"zero-shot phase ({head})",
                           "task": "key", **zero_shot_key(t, features[head], "phase", omega)})
   return results
+
+
+def token_similarity(model_name: str, features: dict[str, np.ndarray], rows,
+                     feature_names: Sequence[str]) -> list[dict[str, Any]]:
+  """For each pair of class tokens a -> b: {model, feature 'a -> b', task 'tokens',
+  token_r2}, the R^2 of b from a linear map of a, fitted on the train rows and
+  scored on the test rows (eval/linear.py, linear_r2)."""
+  tokens = [n for n in feature_names if n.startswith("cls_") and n != "cls_mean"]
+  split = np.array([r["split"] for r in rows])
+  out = []
+  for i, a in enumerate(tokens):
+    for b in tokens[i + 1:]:
+      ok = np.isfinite(features[a]).all(1) & np.isfinite(features[b]).all(1)
+      fit, held = ok & (split == "train"), ok & (split == "test")
+      if fit.sum() > features[a].shape[1] and held.sum() > 1:
+        out.append({"model": model_name, "feature": f"{a} -> {b}", "task": "tokens",
+                    "token_r2": linear_r2(features[a][fit], features[b][fit],
+                                          features[a][held], features[b][held])})
+  return out
 
 
 def reference_rows(data_dir, rows, cqt, cache_dir, tasks: Sequence[str],
@@ -206,8 +225,8 @@ __all__ = [
     "TaskData", "best_rotation", "bootstrap_ci", "ci_name", "data_fingerprint", "extract_chroma",
     "extract_features", "extract_mfcc", "findings", "findings_markdown", "fit_linear_probe",
     "has_phase_readout", "head_omegas", "key_class", "key_name", "key_signature", "kk_key",
-    "kk_key_scores", "markdown", "phase_class", "plot", "probe_feature", "probe_features",
+    "kk_key_scores", "linear_r2", "markdown", "phase_class", "plot", "probe_feature", "probe_features",
     "probe_run", "probe_runs", "read_examples", "reference_rows", "score", "summarize", "table",
-    "task_data", "track_chroma", "track_mfcc", "track_scores", "usable", "valid_rows",
+    "task_data", "token_similarity", "track_chroma", "track_mfcc", "track_scores", "usable", "valid_rows",
     "write_report", "zero_shot_key",
 ]

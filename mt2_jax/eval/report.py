@@ -26,6 +26,8 @@ def _cells(results: Sequence[dict[str, Any]]):
   order, cells = [], {}
   for r in results:
     k = (r["model"], r["feature"])
+    if not any(m in r for m, _ in metrics):
+      continue  # Not a table row (e.g. token_similarity's).
     if k not in cells:
       order.append(k)
       cells[k] = {}
@@ -128,6 +130,10 @@ def findings(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
   task = max(tasks, key=margin)
   check(f"the token average is MT2's best feature on at least one task (closest: {task})",
         *pairs[task], at_least=True)
+  r2 = next((r["token_r2"] for r in results if r["model"] == "mt2" and r["task"] == "tokens"
+             and r["feature"] == f"{eq} -> {con}"), None)
+  check("the two class tokens are two features (R^2 of the contrastive token from a linear map of "
+        "the equivariant one, on test tracks, below 0.9)", (0.9, "bound"), (r2, "token R^2"))
   check("key: the equivariant token beats the KK chroma template", token(eq, "key"),
         (get("KK chroma template", "chroma", "key"), "KK chroma template"))
   check("chorale instrument: the contrastive token beats MFCC stats", token(con, "chorale_instrument"),
