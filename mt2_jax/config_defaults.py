@@ -151,6 +151,7 @@ def paper(config: ml_collections.ConfigDict) -> None:
   At the demo's size its equivariant head collapses (docs/experiments.md)."""
   config.model.patch_embed = "dense"
   config.model.layerscale = 0.0
+  config.model.class_token_init = "mean"
   for loss in config.losses.values():
     if loss.kind == "cpsd":
       loss.head = "dense"
