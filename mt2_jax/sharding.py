@@ -68,6 +68,12 @@ def single_device_mesh(device=None) -> Mesh:
   return Mesh(np.array([device or jax.devices()[0]]).reshape(1, 1), MESH_AXES)
 
 
+def check_batch_divides(batch_size: int, ways: int, over: str) -> None:
+  """Raises ValueError naming config.batch_size unless it splits evenly `ways` ways."""
+  if batch_size % ways:
+    raise ValueError(f"config.batch_size: {batch_size} does not divide over the {ways} {over}")
+
+
 def batch_spec(mesh: Mesh, pspec: P | None = None) -> P:
   """The batch's PartitionSpec: `pspec` if given, else the leading dim over every mesh axis."""
   return P(tuple(mesh.axis_names)) if pspec is None else pspec

@@ -316,9 +316,7 @@ def make_plan(config: ml_collections.ConfigDict, *, split: str | None = None,
   else:
     options = grain.sharding.ShardOptions(shard[0], shard[1], drop_remainder=True)
   count = options.shard_count
-  if config.batch_size % count:
-    raise ValueError(f"batch_size {config.batch_size} is not divisible by the "
-                     f"{count} processes.")
+  sharding.check_batch_divides(config.batch_size, count, "processes")
   local_batch_size = config.batch_size // count
   if len(records) < config.batch_size:
     logging.warning("Only %d usable records for %d tracks per batch: batches repeat "
@@ -351,9 +349,7 @@ def make_iterator(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | N
     axes = sharding.batch_spec(mesh, pspec)[0]
     axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
     ways = int(np.prod([mesh.shape[a] for a in axes])) if axes else 1
-    if config.batch_size % ways:
-      raise ValueError(f"batch_size {config.batch_size} is not divisible by the {ways} "
-                       f"devices of the batch axes {axes}.")
+    sharding.check_batch_divides(config.batch_size, ways, f"devices of the batch axes {axes}")
   workers = _data_get(config, "num_workers", 0) if num_workers is None else num_workers
   return ViewsIterator(plan, num_workers=workers,
                        prefetch_buffer_size=_data_get(config, "prefetch_buffer_size", 2),

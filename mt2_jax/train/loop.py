@@ -45,22 +45,15 @@ def init_distributed(coordinator_address=None, num_processes=None, process_id=No
 def check_runnable(config) -> None:
   """Checks that need the devices and the data directory; errors name the key."""
   import jax
-  from mt2_jax import config_validation
+  from mt2_jax import config_validation, sharding
   from mt2_jax.train import diagnostics
-  config_validation.validate(config)
-  n = jax.device_count()
-  if config.batch_size % n:
-    raise ValueError(f"config.batch_size: {config.batch_size} does not divide over the {n} devices")
-  if config.batch_size % jax.process_count():
-    raise ValueError(f"config.batch_size: {config.batch_size} does not divide over "
-                     f"{jax.process_count()} processes")
+  config_validation.validate(config)  # Also every size key (config_validation.check_sizes).
+  sharding.check_batch_divides(config.batch_size, jax.device_count(), "devices")
+  sharding.check_batch_divides(config.batch_size, jax.process_count(), "processes")
   if not config.data_dir:
     raise ValueError("config.data_dir: not set (a dataset made by `mt2 prepare`)")
   if not pathlib.Path(config.data_dir).is_dir():
     raise ValueError(f"config.data_dir: {config.data_dir} does not exist")
-  for key in ("total_steps", "checkpoint_every", "log_every", "keep_checkpoints"):
-    if not isinstance(config[key], int) or config[key] <= 0:
-      raise ValueError(f"config.{key}: must be a positive integer, got {config[key]!r}")
   diagnostics.check_eval_data(config)
 
 
