@@ -217,7 +217,7 @@ def test_global_batch_on_eight_devices(data_dir):
     assert len(shards) == 8
     assert all(s.data.shape == (1,) + x.shape[1:] for s in shards)
     np.testing.assert_array_equal(np.asarray(x), local[key])
-  with pytest.raises(ValueError, match="divisible"):
+  with pytest.raises(ValueError, match=r"config\.batch_size: 6 does not divide over the 8 devices"):
     config.batch_size = 6
     pipeline.make_iterator(config, mesh, pspec)
 
