@@ -207,7 +207,14 @@ def test_gradients_reach_only_the_bound_head(attention, full_grads):
 
 def test_remat_gives_the_same_gradients(full_grads):
   remat = _loss_grads("full", remat=True)
-  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), full_grads, remat)
+  # Recomputing the forward pass reorders float32 sums: a gradient that is a
+  # small sum of many large terms (a bias shared by every bin and frame) moves
+  # by ~1e-6, so the absolute tolerance follows the largest gradient of the loss.
+  for loss in full_grads:
+    scale = max(float(np.abs(g).max()) for g in jax.tree_util.tree_leaves(full_grads[loss]))
+    jax.tree_util.tree_map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * scale),
+        full_grads[loss], remat[loss])
 
 
 def test_isolated_tokens_do_not_depend_on_the_other_tokens():
