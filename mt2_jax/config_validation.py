@@ -128,10 +128,10 @@ def check_model(config) -> None:
   if 12 * pitch_c > dims["width"]:
     _fail("model.pitch_channels", f"12 x {pitch_c} exceeds the width {dims['width']}")
   _number(config, "model.layerscale", low=0)
-  if model.get("class_token_init", "mean") not in ("mean", "vector"):
-    _fail("model.class_token_init", f"must be 'mean' or 'vector', got {model.class_token_init!r}")
-  if model.get("layerscale_tokens", "all") not in ("all", "frames"):
-    _fail("model.layerscale_tokens", f"must be 'all' or 'frames', got {model.layerscale_tokens!r}")
+  for key, default, known in (("class_token_init", "mean", model_lib.CLASS_TOKEN_INITS),
+                              ("layerscale_tokens", "all", model_lib.LAYERSCALE_TOKENS)):
+    if model.get(key, default) not in known:
+      _fail(f"model.{key}", f"unknown {model[key]!r}; known: {known}")
   tokens = model.class_tokens
   if isinstance(tokens, str) or not tokens:
     _fail("model.class_tokens", f"must be a non-empty tuple of names, got {tokens!r}")

@@ -19,15 +19,19 @@ Parameters are float32 and carry logical axis names; `logical_axis_rules`
 maps them to a mesh for data parallelism or FSDP.
 """
 
-from mt2_jax.model.backbone import NUM_PITCH_CLASSES, PATCH_EMBEDS, PitchEmbed, ViT1D, pitch_embed_channels
+from mt2_jax.model.backbone import (CLASS_TOKEN_INITS, NUM_PITCH_CLASSES, PATCH_EMBEDS, PitchEmbed,
+                                    ViT1D, pitch_embed_channels)
 from mt2_jax.model.heads import (EQUIVARIANT_HEADS, LOSS_KINDS, PROJECTORS, ContrastiveHead,
                                  EquivariantHead, HeadSpec)
-from mt2_jax.model.layers import ATTENTION_IMPLEMENTATIONS, EncoderBlock, SelfAttention, attention_implementation
-from mt2_jax.model.mt2 import MT2, VARIANTS, abstract_variables, build_model, count_params, head_specs, model_dims
+from mt2_jax.model.layers import (ATTENTION_IMPLEMENTATIONS, LAYERSCALE_TOKENS, EncoderBlock,
+                                  SelfAttention, attention_implementation)
+from mt2_jax.model.mt2 import (MT2, VARIANTS, abstract_variables, build_model, count_params, head_specs,
+                              model_dims)
 from mt2_jax.sharding import LOGICAL_AXIS_RULES, logical_axis_rules, param_shardings
 
 __all__ = [
-    "ATTENTION_IMPLEMENTATIONS", "EQUIVARIANT_HEADS", "LOGICAL_AXIS_RULES", "LOSS_KINDS", "MT2",
+    "ATTENTION_IMPLEMENTATIONS", "CLASS_TOKEN_INITS", "EQUIVARIANT_HEADS", "LAYERSCALE_TOKENS",
+    "LOGICAL_AXIS_RULES", "LOSS_KINDS", "MT2",
     "NUM_PITCH_CLASSES", "PATCH_EMBEDS", "PROJECTORS", "VARIANTS", "ContrastiveHead", "EncoderBlock",
     "EquivariantHead", "HeadSpec", "PitchEmbed", "SelfAttention", "ViT1D", "abstract_variables",
     "attention_implementation", "build_model", "count_params", "head_specs", "logical_axis_rules",

@@ -14,6 +14,8 @@ from mt2_jax.model.layers import ZEROS, EncoderBlock, layer_norm, logical_init
 
 from mt2_jax.keys import NUM_PITCH_CLASSES
 
+CLASS_TOKEN_INITS = ("mean", "vector")  # ViT1D.class_token_init.
+
 PATCH_EMBEDS = ("dense", "pitch", "hybrid")
 
 
@@ -106,7 +108,8 @@ class ViT1D(nn.Module):
     if self.class_token_init == "mean":
       cls_bkd = cls_bkd + jnp.mean(frames_btd, axis=1, keepdims=True)  # + frame mean [B, 1, d]
     elif self.class_token_init != "vector":
-      raise ValueError(f"class_token_init must be 'mean' or 'vector', got {self.class_token_init!r}")
+      raise ValueError(f"class_token_init must be one of {CLASS_TOKEN_INITS}, "
+                       f"got {self.class_token_init!r}")
 
     # Position embedding on frame tokens only: class tokens are told apart by
     # their own learnable vector already, so a position for them would be a

@@ -46,6 +46,7 @@ class MlpBlock(nn.Module):
 
 
 ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn")
+LAYERSCALE_TOKENS = ("all", "frames")  # EncoderBlock.layerscale_tokens.
 
 
 def attention_implementation(name: str, dtype=jnp.bfloat16) -> str:
