@@ -17,12 +17,12 @@ Features are cached in RUN/probe_cache/. Results go to RUN/probe/ (or --out):
 results.json, results.md (rows model x feature, columns tasks) and probe.png.
 """
 
-import pathlib
 from typing import Sequence
 
 from absl import app
 from absl import flags
 
+from mt2_jax import storage
 from mt2_jax.eval import probe
 
 flags.DEFINE_string("workdir", None, "Training run folder (config.json + checkpoints).",
@@ -50,6 +50,6 @@ def main(argv: Sequence[str]) -> None:
       raise app.UsageError(f"--task: unknown {t!r}; known: {', '.join(probe.TASKS)}")
   results = probe.probe_run(FLAGS.workdir, FLAGS.data, tasks, step=FLAGS.step,
                             untrained=FLAGS.untrained)
-  paths = probe.write_report(results, FLAGS.out or pathlib.Path(FLAGS.workdir) / "probe")
+  paths = probe.write_report(results, FLAGS.out or storage.path(FLAGS.workdir) / "probe")
   print(probe.markdown(results))
   print(f"results: {paths['markdown']}, {paths['json']}; chart: {paths['chart']}")

@@ -4,9 +4,14 @@ Every failure is an `AudioError` whose message is the reason a user reads in
 `rejected.csv`; callers skip the file and go on.
 """
 
+import io
+import os
 import pathlib
 
+from etils import epath
 import numpy as np
+
+from mt2_jax import storage
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus", ".m4a")
 
@@ -15,13 +20,19 @@ class AudioError(ValueError):
   """An audio file that cannot be used; the message says why."""
 
 
-def find_audio(root: str | pathlib.Path) -> list[pathlib.Path]:
-  """All audio files under `root`, sorted by relative path (a stable order)."""
-  root = pathlib.Path(root)
-  if not root.is_dir():
-    raise FileNotFoundError(f"audio folder not found: {root}")
-  return sorted(p for p in root.rglob("*")
-                if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+def find_audio(root) -> tuple[list[epath.Path], list[tuple[str, str]]]:
+  """(audio files under `root` sorted by path, [(entry, reason)] for unreadable entries).
+
+  `root` is a local folder or a bucket URL (mt2_jax/storage.py). An entry that
+  cannot be read, such as a dangling symlink, is returned with its reason so
+  the caller reports it like any bad file.
+  """
+  files, bad = storage.list_files(root, "audio folder")
+  return [f for f in files if is_audio(f)], bad
+
+
+def is_audio(p) -> bool:
+  return os.path.splitext(os.fspath(p))[1].lower() in AUDIO_EXTENSIONS
 
 
 def to_mono(x: np.ndarray) -> np.ndarray:
@@ -52,20 +63,28 @@ def check_waveform(x: np.ndarray, sample_rate: int, min_seconds: float) -> np.nd
   return (x / peak).astype(np.float32)
 
 
-def load_audio(path: str | pathlib.Path, sample_rate: int = 22050,
+def load_audio(path: str | pathlib.Path | epath.Path, sample_rate: int = 22050,
                min_seconds: float = 0.0) -> np.ndarray:
   """Reads, downmixes, resamples and peak-normalises: -> [n] float32 in [-1, 1]."""
   import soundfile as sf
-  path = pathlib.Path(path)
+  if not storage.is_local(path):  # A bucket object: decode it from memory.
+    try:
+      path = io.BytesIO(storage.path(path).read_bytes())
+    except OSError as e:
+      raise AudioError(f"unreadable: {type(e).__name__}: {e}") from None
+  else:
+    path = str(path)
   try:
-    x, sr = sf.read(str(path), dtype="float32", always_2d=False)
+    x, sr = sf.read(path, dtype="float32", always_2d=False)
   except Exception as e:  # libsndfile cannot read it: try audioread (mp3, m4a).
+    if isinstance(path, io.BytesIO):
+      path.seek(0)
     try:
       import warnings
       import librosa
       with warnings.catch_warnings():  # librosa warns about its own fallback.
         warnings.simplefilter("ignore")
-        x, sr = librosa.load(str(path), sr=None, mono=False)
+        x, sr = librosa.load(path, sr=None, mono=False)
       x = x.T
     except Exception:
       raise AudioError(f"unreadable: {type(e).__name__}: {e}".strip()) from None

@@ -17,11 +17,12 @@ beside the audio.
 
 import json
 import os
-import pathlib
 from typing import Any, Mapping, Sequence
 
+from etils import epath
 import numpy as np
 
+from mt2_jax import storage
 from mt2_jax.data.cqt import CQTConfig
 
 DATASET_NAME = "mt2_cqt"
@@ -36,8 +37,8 @@ class CQTMismatchError(ValueError):
   """The dataset was built with CQT parameters other than the config's."""
 
 
-def shard_path(data_dir: str | os.PathLike, split: str, index: int, count: int) -> pathlib.Path:
-  return pathlib.Path(data_dir) / f"{DATASET_NAME}-{split}.array_record-{index:05d}-of-{count:05d}"
+def shard_path(data_dir, split: str, index: int, count: int) -> epath.Path:
+  return storage.path(data_dir) / f"{DATASET_NAME}-{split}.array_record-{index:05d}-of-{count:05d}"
 
 
 def infer_label_types(rows: Sequence[Mapping[str, str]], columns: Sequence[str]) -> dict[str, str]:
@@ -125,11 +126,11 @@ def write_metadata(data_dir, features_dict, shard_lengths: Mapping[str, list[int
           "Log-compressed CQT spectra (float16 [n_bins, frames]) made by `mt2 prepare`."),
       metadata=metadata, check_data=False)
   # TFDS names the dataset after the folder; pin the name the shards use.
-  info_path = pathlib.Path(data_dir) / "dataset_info.json"
+  info_path = storage.path(data_dir) / "dataset_info.json"
   info = json.loads(info_path.read_text())
   info["name"], info["version"] = DATASET_NAME, VERSION
   info["fileFormat"] = "array_record"
-  info_path.write_text(json.dumps(info, indent=2))
+  storage.write_text(info_path, json.dumps(info, indent=2))
 
 
 def check_cqt(stored: Mapping[str, Any], expected: CQTConfig, data_dir="") -> None:
@@ -145,9 +146,16 @@ def check_cqt(stored: Mapping[str, Any], expected: CQTConfig, data_dir="") -> No
 
 
 def open_builder(data_dir, cqt: CQTConfig | None = None):
-  """The TFDS builder of a prepared dataset, checked against `cqt` when given."""
+  """The TFDS builder of a prepared dataset, checked against `cqt` when given.
+
+  `data_dir` must be local (ArrayRecord reads local files only): callers pass
+  a bucket dataset through `storage.local_copy` first.
+  """
   import tensorflow_datasets as tfds
-  data_dir = pathlib.Path(data_dir)
+  data_dir = storage.path(data_dir)
+  if not storage.is_local(data_dir):
+    raise ValueError(f"{data_dir}: ArrayRecord reads local files only; "
+                     f"pass storage.local_copy({data_dir!r}) (docs/design.md §2.4)")
   if not (data_dir / "dataset_info.json").exists():
     parts = data_dir / "_parts"
     hint = (" It is incomplete: some shards are still missing (see _parts/)."

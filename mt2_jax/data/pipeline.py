@@ -49,7 +49,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from mt2_jax import sharding
+from mt2_jax import sharding, storage
 from mt2_jax.data import dataset
 from mt2_jax.data.augment import VIEW_KEYS, ViewSpec, crops, draw, epoch_order, example_rng
 from mt2_jax.data.records import record_lengths, usable_records
@@ -304,8 +304,9 @@ def make_plan(config: ml_collections.ConfigDict, *, split: str | None = None,
   if not config.data_dir:
     raise ValueError("config.data_dir is empty: set it to a prepared dataset "
                      "(`mt2 prepare --out DATA`), e.g. --config.data_dir=DATA.")
-  source = dataset.open_split(config.data_dir, split, cqt)
-  lengths = record_lengths(config.data_dir, split, source)
+  data_dir = storage.local_copy(config.data_dir)  # A bucket dataset: its local copy.
+  source = dataset.open_split(data_dir, split, cqt)
+  lengths = record_lengths(data_dir, split, source)
 
   def track_id(i):
     return source[i]["track_id"].decode()
@@ -323,7 +324,7 @@ def make_plan(config: ml_collections.ConfigDict, *, split: str | None = None,
                     "records (with other crops), which NT-Xent counts as negatives.",
                     len(records), config.batch_size)
   num_epochs = _data_get(config, "num_epochs", None)
-  return Plan(data_dir=os.fspath(config.data_dir), split=split, records=records,
+  return Plan(data_dir=os.fspath(data_dir), split=split, records=records,
               seed=int(config.seed), shuffle=bool(_data_get(config, "shuffle", True)),
               num_epochs=None if num_epochs is None else int(num_epochs), spec=spec,
               local_batch_size=local_batch_size, process_index=options.shard_index,

@@ -17,16 +17,19 @@ Whoever records the last shard writes the TFDS metadata and `rejected.csv`.
 import csv
 import dataclasses
 import functools
+import io
 import json
 import multiprocessing
 import os
 import pathlib
+import shutil
 import time
 from typing import Any
 
 import numpy as np
 from absl import logging
 
+from mt2_jax import storage
 from mt2_jax.data import audio
 from mt2_jax.data import dataset
 from mt2_jax.data.cqt import CQTConfig, log_cqt, warm_numba_cache
@@ -45,28 +48,32 @@ class Summary:
   total_records: int = 0      # in the whole dataset, when complete
 
 
-def read_labels(audio_dir: pathlib.Path) -> tuple[dict[str, dict[str, str]], list[str]]:
+def read_labels(audio_dir, files=None) -> tuple[dict[str, dict[str, str]], list[str]]:
   """Every labels.csv under audio_dir (or in a parent) -> ({path relative to audio_dir: row}, columns).
 
   The `file` column of each labels.csv is relative to the folder it sits in,
   so `mt2 prepare --audio corpus/chorales` still finds `corpus/labels.csv`.
+  `files`: the files under audio_dir when the caller has listed them already.
   """
-  audio_dir = audio_dir.absolute()
+  audio_dir = storage.path(audio_dir)
+  if files is None:
+    files, _ = storage.list_files(audio_dir, "audio folder")
   parents = [p / "labels.csv" for p in list(audio_dir.parents)[:2]]
   rows, columns = {}, []
-  for csv_path in [p for p in parents if p.is_file()] + sorted(audio_dir.rglob("labels.csv")):
-    with open(csv_path, newline="") as f:
-      reader = csv.DictReader(f)
-      if "file" not in (reader.fieldnames or []):
-        logging.warning("%s has no `file` column; ignored.", csv_path)
-        continue
-      for c in reader.fieldnames:
-        if c != "file" and c not in columns:
-          columns.append(c)
-      for row in reader:
-        path = pathlib.Path(os.path.normpath(csv_path.parent / row["file"]))
-        if path.is_relative_to(audio_dir):
-          rows[path.relative_to(audio_dir).as_posix()] = {k: v for k, v in row.items() if k != "file"}
+  for csv_path in [p for p in parents if p.is_file()] + [f for f in files if f.name == "labels.csv"]:
+    reader = storage.read_csv(csv_path)
+    if "file" not in (reader.fieldnames or []):
+      logging.warning("%s has no `file` column; ignored.", csv_path)
+      continue
+    for c in reader.fieldnames:
+      if c != "file" and c not in columns:
+        columns.append(c)
+    for row in reader:
+      try:
+        rel = storage.relative(storage.join(csv_path.parent, row["file"]), audio_dir)
+      except ValueError:
+        continue  # A file outside audio_dir.
+      rows[rel] = {k: v for k, v in row.items() if k != "file"}
   return rows, columns
 
 
@@ -107,21 +114,20 @@ def process_file(job: tuple) -> tuple[str, list[bytes], str | None, float, list[
   return rel, records, None, x.size / cqt.sample_rate, frames
 
 
-def _write_shard(path: pathlib.Path, records: list[bytes]) -> None:
-  """Writes an ArrayRecord shard atomically (temporary name, then rename)."""
+def _write_shard(path, records: list[bytes], local_dir: pathlib.Path) -> None:
+  """Writes an ArrayRecord shard atomically: into `local_dir` (ArrayRecord
+  writes local files only) under a temporary name, then moved into place."""
   from array_record.python import array_record_module as arm
-  tmp = path.with_name(path.name + ".tmp")
+  tmp = local_dir / f".{path.name}.{os.getpid()}.tmp"
   writer = arm.ArrayRecordWriter(os.fspath(tmp), "group_size:1")
   for r in records:
     writer.write(r)
   writer.close()
-  os.replace(tmp, path)
+  storage.put_file(tmp, path)
 
 
-def _write_json(path: pathlib.Path, obj: Any) -> None:
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(json.dumps(obj, indent=1))
-  os.replace(tmp, path)
+def _write_json(path, obj: Any) -> None:
+  storage.write_text(path, json.dumps(obj, indent=1))
 
 
 def plan_shards(files: list[str], labels: dict, files_per_shard: int) -> dict[str, list[list[str]]]:
@@ -145,11 +151,14 @@ def prepare(audio_dir, out_dir, cqt: CQTConfig = CQTConfig(), num_workers: int =
     raise ValueError(f"--shard_index must be in [0, {num_shards}), got {shard_index}")
   if max_excerpt_seconds < 2 * min_seconds or files_per_shard < 1:
     raise ValueError("need files_per_shard >= 1 and max_excerpt_seconds >= 2 * min_seconds")
-  audio_dir, out_dir = pathlib.Path(audio_dir), pathlib.Path(out_dir)
-  files = [p.relative_to(audio_dir).as_posix() for p in audio.find_audio(audio_dir)]
+  audio_dir, out_dir = storage.path(audio_dir), storage.path(out_dir)
+  listing, unreadable = storage.list_files(audio_dir, "audio folder")
+  for entry, reason in unreadable:
+    logging.warning("rejected %s: %s", entry, reason)
+  files = [storage.relative(p, audio_dir) for p in listing if audio.is_audio(p)]
   if not files:
     raise FileNotFoundError(f"no audio files ({', '.join(audio.AUDIO_EXTENSIONS)}) under {audio_dir}")
-  labels, columns = read_labels(audio_dir)
+  labels, columns = read_labels(audio_dir, listing)
   label_types = dataset.infer_label_types([labels.get(f, {}) for f in files], columns)
   shards = plan_shards(files, labels, files_per_shard)
 
@@ -157,12 +166,14 @@ def prepare(audio_dir, out_dir, cqt: CQTConfig = CQTConfig(), num_workers: int =
   # another plan would silently mix, so that is an error.
   parts = out_dir / "_parts"
   parts.mkdir(parents=True, exist_ok=True)
-  plan = {"cqt": cqt.to_dict(), "files": files, "label_types": label_types,
+  unreadable = [(storage.relative(e, audio_dir), r) for e, r in unreadable]
+  summary = Summary(rejected=list(unreadable))
+  plan = {"cqt": cqt.to_dict(), "files": files, "unreadable": unreadable, "label_types": label_types,
           "files_per_shard": files_per_shard, "max_excerpt_seconds": max_excerpt_seconds,
           "min_seconds": min_seconds}
   plan_path = parts / "plan.json"
   if plan_path.exists():
-    if json.loads(plan_path.read_text()) != plan:
+    if json.loads(plan_path.read_text()) != json.loads(json.dumps(plan)):
       raise ValueError(
           f"{out_dir} holds part of a dataset made from other files or settings "
           f"(see {plan_path}). Use a new --out folder, or delete this one to start over.")
@@ -170,7 +181,6 @@ def prepare(audio_dir, out_dir, cqt: CQTConfig = CQTConfig(), num_workers: int =
     _write_json(plan_path, plan)
 
   jobs_by_shard = []  # (split, index, count, files) for this machine's pending shards
-  summary = Summary()
   g = 0
   for split, groups in shards.items():
     for i, group in enumerate(groups):
@@ -193,6 +203,7 @@ def prepare(audio_dir, out_dir, cqt: CQTConfig = CQTConfig(), num_workers: int =
     bar = tqdm(total=len(jobs), unit="file", desc="prepare", disable=not progress,
                dynamic_ncols=True)
     pool = None
+    local = storage.local_dir(out_dir)  # Where shards are written before their move.
     if num_workers > 1:
       # spawn: librosa/numba/soxr threads do not survive fork reliably.
       warm_numba_cache(cqt)
@@ -215,7 +226,7 @@ def prepare(audio_dir, out_dir, cqt: CQTConfig = CQTConfig(), num_workers: int =
           summary.audio_seconds += secs
           bar.set_postfix(audio_h=f"{summary.audio_seconds / 3600:.2f}", audio_h_per_s=(
               f"{summary.audio_seconds / 3600 / max(time.time() - t0, 1e-9):.4f}"))
-        _write_shard(dataset.shard_path(out_dir, split, i, count), records)
+        _write_shard(dataset.shard_path(out_dir, split, i, count), records, local)
         _write_json(parts / f"{split}-{i:05d}.json", {
             "records": len(records), "num_bytes": sum(map(len, records)),
             "rejected": rejected, "audio_seconds": seconds, "files": len(group),
@@ -227,6 +238,8 @@ def prepare(audio_dir, out_dir, cqt: CQTConfig = CQTConfig(), num_workers: int =
       bar.close()
       if pool is not None:
         pool.terminate()
+      if not storage.is_local(out_dir):
+        shutil.rmtree(local, ignore_errors=True)
   summary.wall_seconds = time.time() - t0
   _finalize_if_complete(out_dir, shards, label_types, cqt, summary)
   return summary
@@ -246,11 +259,14 @@ def _finalize_if_complete(out_dir, shards, label_types, cqt, summary) -> None:
   num_bytes = {s: sum(done[(s, i)]["num_bytes"] for i in range(len(g))) for s, g in shards.items()}
   summary.total_records = sum(map(sum, lengths.values()))
   summary.complete = True
-  rejected = [r for (s, i) in sorted(done) for r in done[(s, i)]["rejected"]]
-  with open(out_dir / "rejected.csv", "w", newline="") as f:
-    w = csv.writer(f)
-    w.writerow(["file", "reason"])
-    w.writerows(rejected)
+  unreadable = json.loads((parts / "plan.json").read_text()).get("unreadable", [])
+  rejected = [tuple(r) for r in unreadable] + [
+      tuple(r) for (s, i) in sorted(done) for r in done[(s, i)]["rejected"]]
+  table = io.StringIO()
+  w = csv.writer(table)
+  w.writerow(["file", "reason"])
+  w.writerows(rejected)
+  storage.write_text(out_dir / "rejected.csv", table.getvalue())
   if summary.total_records == 0:
     return
   dataset.write_metadata(

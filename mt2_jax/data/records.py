@@ -7,18 +7,18 @@ from one pass over the raw records, cached in `DATA/_cache/`.
 
 import hashlib
 import json
-import os
-import pathlib
 
 from absl import logging
+from etils import epath
 import numpy as np
 
+from mt2_jax import storage
 from mt2_jax.data import dataset
 
 _CACHE_DIR = "_cache"
 
-def _shard_files(data_dir, split: str) -> list[pathlib.Path]:
-  return sorted(pathlib.Path(data_dir).glob(f"{dataset.DATASET_NAME}-{split}.array_record-*"))
+def _shard_files(data_dir, split: str) -> list[epath.Path]:
+  return sorted(storage.path(data_dir).glob(f"{dataset.DATASET_NAME}-{split}.array_record-*"))
 
 
 def _raw_num_frames(raw: bytes) -> int:
@@ -31,7 +31,7 @@ def _raw_num_frames(raw: bytes) -> int:
 def _lengths_from_parts(data_dir, split: str, n: int) -> np.ndarray | None:
   """`num_frames` lists in the shards' _parts/SPLIT-IIIII.json, if prepare wrote them."""
   lengths = []
-  for path in sorted((pathlib.Path(data_dir) / "_parts").glob(f"{split}-*.json")):
+  for path in sorted((storage.path(data_dir) / "_parts").glob(f"{split}-*.json")):
     try:
       part = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -58,12 +58,12 @@ def record_lengths(data_dir, split: str, source=None, chunk: int = 256) -> np.nd
     return from_parts
   files = _shard_files(data_dir, split)
   key = hashlib.sha256(json.dumps(
-      [(p.name, p.stat().st_size) for p in files] + [len(source)]).encode()).hexdigest()[:16]
-  cache = pathlib.Path(data_dir) / _CACHE_DIR / f"num_frames-{split}.npz"
+      [(p.name, p.stat().length) for p in files] + [len(source)]).encode()).hexdigest()[:16]
+  cache = storage.path(data_dir) / _CACHE_DIR / f"num_frames-{split}.npz"
   try:
-    with np.load(cache) as z:
-      if str(z["key"]) == key and len(z["num_frames"]) == len(source):
-        return z["num_frames"].astype(np.int64)
+    z = storage.load_npz(cache)
+    if str(z["key"]) == key and len(z["num_frames"]) == len(source):
+      return z["num_frames"].astype(np.int64)
   except (OSError, KeyError, ValueError):
     pass
   n = len(source)
@@ -77,10 +77,7 @@ def record_lengths(data_dir, split: str, source=None, chunk: int = 256) -> np.nd
       # Another TFDS layout: decode the records (slower, same answer).
       lengths[lo:lo + len(keys)] = [int(source[k]["num_frames"]) for k in keys]
   try:
-    cache.parent.mkdir(exist_ok=True)
-    tmp = cache.with_name(f"{cache.stem}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, key=np.array(key), num_frames=lengths)
-    os.replace(tmp, cache)
+    storage.save_npz(cache, key=np.array(key), num_frames=lengths)
   except OSError as e:
     logging.info("Could not cache record lengths in %s (%s); they are re-read next time.",
                  cache, e)

@@ -36,13 +36,13 @@ Where windows overlap (the end-aligned last one) each frame's token comes from
 the earlier window.
 """
 
-import os
-import pathlib
+import posixpath
 from typing import Iterator
 
 from absl import logging
 import numpy as np
 
+from mt2_jax import storage
 from mt2_jax.data.cqt import CQTConfig, cqt_magnitude, log_compress
 
 GLOBAL_FEATURES = ("cls_mean", "tokens_mean")  # Plus one cls_<token> per class token.
@@ -249,29 +249,31 @@ def embed_folder(embedder: Embedder, audio_dir, out_dir, tokens: bool = False,
                  progress: bool = True) -> tuple[list[str], list[tuple[str, str]]]:
   """One .npz per audio file under audio_dir, at the same relative path in out_dir.
 
-  Files whose .npz exists are skipped. Returns (written, [(skipped file, reason)]).
+  Either folder may be a bucket URL (mt2_jax/storage.py). Files whose .npz
+  exists are skipped; an entry that cannot be read (a dangling symlink) is
+  rejected with its reason. Returns (written, [(skipped file, reason)]).
   """
   import tqdm
   from mt2_jax.data import audio
-  audio_dir, out_dir = pathlib.Path(audio_dir), pathlib.Path(out_dir)
-  files = audio.find_audio(audio_dir)
+  audio_dir, out_dir = storage.path(audio_dir), storage.path(out_dir)
+  files, unreadable = audio.find_audio(audio_dir)
   written, rejected = [], []
+  for entry, reason in unreadable:
+    rejected.append((storage.relative(entry, audio_dir), reason))
+    logging.warning("skipped %s: %s", entry, reason)
   for path in tqdm.tqdm(files, unit="file", desc="embed", disable=not progress):
-    rel = path.relative_to(audio_dir)
-    target = (out_dir / rel).with_suffix(".npz")
+    rel = storage.relative(path, audio_dir)
+    target = out_dir / (posixpath.splitext(rel)[0] + ".npz")
     if target.exists():
       continue
     try:
       features = embedder.embed_file(path, tokens=tokens)
     except audio.AudioError as e:
-      rejected.append((rel.as_posix(), str(e)))
+      rejected.append((rel, str(e)))
       logging.warning("skipped %s: %s", rel, e)
       continue
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.stem + ".tmp.npz")
-    np.savez(tmp, **features)
-    os.replace(tmp, target)
-    written.append(rel.as_posix())
+    storage.save_npz(target, **features)
+    written.append(rel)
   return written, rejected
 
 

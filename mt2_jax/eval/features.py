@@ -9,38 +9,35 @@ again, or on another task, does not embed again.
 """
 
 import hashlib
-import os
-import pathlib
 
 from absl import logging
 import numpy as np
 
+from mt2_jax import storage
 from mt2_jax.eval import references
 
 
 def data_fingerprint(data_dir, rows) -> str:
   """Hash of the data folder's path and its files' names and sizes."""
-  data_dir = pathlib.Path(data_dir).absolute()
+  data_dir = storage.path(data_dir)
   h = hashlib.sha256(str(data_dir).encode())
   for r in rows:
-    h.update(f"{r['file']}:{(data_dir / r['file']).stat().st_size};".encode())
+    h.update(f"{r['file']}:{(data_dir / r['file']).stat().length};".encode())
   return h.hexdigest()[:12]
 
 
-def _load_cache(path: pathlib.Path, files: list[str]) -> dict[str, np.ndarray] | None:
+def _load_cache(path, files: list[str]) -> dict[str, np.ndarray] | None:
   if not path.exists():
     return None
-  with np.load(path) as z:
-    if list(z["files"]) != files:
-      return None
-    return {k: z[k] for k in z.files if k != "files"}
+  z = storage.load_npz(path)
+  if list(z.pop("files")) != files:
+    return None
+  return z
 
 
-def _save_cache(path: pathlib.Path, files: list[str], arrays: dict[str, np.ndarray]) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(path.stem + ".tmp.npz")
-  np.savez(tmp, files=np.asarray(files), **arrays)
-  os.replace(tmp, path)  # Atomic: an interrupted write leaves no half cache.
+def _save_cache(path, files: list[str], arrays: dict[str, np.ndarray]) -> None:
+  # Atomic (storage.save_npz): an interrupted write leaves no half cache.
+  storage.save_npz(path, files=np.asarray(files), **arrays)
 
 
 def extract_features(embedder, data_dir, rows, cache_path=None,
@@ -54,7 +51,7 @@ def extract_features(embedder, data_dir, rows, cache_path=None,
   import tqdm
   from mt2_jax.data import audio
   files = [r["file"] for r in rows]
-  cache_path = pathlib.Path(cache_path) if cache_path else None
+  cache_path = storage.path(cache_path) if cache_path else None
   if cache_path is not None:
     cached = _load_cache(cache_path, files)
     if cached is not None:
@@ -64,7 +61,7 @@ def extract_features(embedder, data_dir, rows, cache_path=None,
   out = {n: np.full((len(rows), dims[n]), np.nan, np.float32) for n in names}
   for i, f in enumerate(tqdm.tqdm(files, unit="file", desc="features", disable=not progress)):
     try:
-      feats = embedder.embed_file(pathlib.Path(data_dir) / f)
+      feats = embedder.embed_file(storage.path(data_dir) / f)
     except audio.AudioError as e:
       logging.warning("skipped %s: %s", f, e)
       continue
@@ -82,7 +79,7 @@ def _extract_tracks(name: str, track_fn, dim: int, sample_rate: int, data_dir, r
   import tqdm
   from mt2_jax.data import audio
   files = [r["file"] for r in rows]
-  cache_path = pathlib.Path(cache_path) if cache_path else None
+  cache_path = storage.path(cache_path) if cache_path else None
   if cache_path is not None:
     cached = _load_cache(cache_path, files)
     if cached is not None:
@@ -90,7 +87,7 @@ def _extract_tracks(name: str, track_fn, dim: int, sample_rate: int, data_dir, r
   out = np.full((len(rows), dim), np.nan, np.float32)
   for i, f in enumerate(tqdm.tqdm(files, unit="file", desc=name, disable=not progress)):
     try:
-      out[i] = track_fn(audio.load_audio(pathlib.Path(data_dir) / f, sample_rate))
+      out[i] = track_fn(audio.load_audio(storage.path(data_dir) / f, sample_rate))
     except audio.AudioError as e:
       logging.warning("skipped %s: %s", f, e)
   if cache_path is not None:

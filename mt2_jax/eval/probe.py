@@ -71,11 +71,11 @@ results.md (a Markdown table: rows model x feature, columns tasks) and
 probe.png (a bar chart).
 """
 
-import pathlib
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from mt2_jax import storage
 from mt2_jax.eval import embed as embed_lib
 from mt2_jax.eval.features import data_fingerprint, extract_chroma, extract_features, extract_mfcc
 from mt2_jax.eval.linear import fit_linear_probe, linear_r2, probe_feature
@@ -154,7 +154,7 @@ def reference_rows(data_dir, rows, cqt, cache_dir, tasks: Sequence[str],
   Audio is read at cqt.sample_rate (the model's); chroma and MFCCs are cached
   in cache_dir, keyed by the data's fingerprint.
   """
-  cache_dir = pathlib.Path(cache_dir)
+  cache_dir = storage.path(cache_dir)
   fp = data_fingerprint(data_dir, rows)
   results = []
   if "key" in tasks:
@@ -187,7 +187,7 @@ def probe_runs(workdirs: Mapping[str, Any], data_dir, tasks: Sequence[str] = ("k
   fp = data_fingerprint(data_dir, rows)
   results, extra = [], []
   for i, (name, workdir) in enumerate(workdirs.items()):
-    cache = pathlib.Path(workdir) / "probe_cache"
+    cache = storage.path(workdir) / "probe_cache"
     embedder = (embedders or {}).get(name) or embed_lib.Embedder.from_run(workdir, step)
     feats = extract_features(embedder, data_dir, rows, cache / f"features_step{embedder.step}_{fp}.npz",
                              progress)
@@ -215,7 +215,7 @@ def probe_run(workdir, data_dir, tasks: Sequence[str] = ("key",), step: int | No
   name labels the run's rows (default: the workdir's name); untrained adds
   rows for '<name> (untrained)'; references adds reference_rows.
   """
-  name = name or pathlib.Path(workdir).name
+  name = name or storage.path(workdir).name
   return probe_runs({name: workdir}, data_dir, tasks, step, untrained, references,
                     {name: embedder} if embedder is not None else None, progress)
 

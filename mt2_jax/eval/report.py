@@ -6,12 +6,13 @@ feature) and one column per metric present; a cell reads `0.711 [0.62-0.80]`
 (score, 95% bootstrap interval); the chart draws the intervals as error bars.
 """
 
+import io
 import json
-import pathlib
 from typing import Any, Sequence
 
 import numpy as np
 
+from mt2_jax import storage
 from mt2_jax.eval.tasks import ci_name
 
 COLUMNS = (("key", "key (MIREX)"), ("key_signature", "key signature (acc)"),
@@ -153,14 +154,15 @@ def findings_markdown(items: Sequence[dict[str, Any]]) -> str:
 def write_report(results: Sequence[dict[str, Any]], out_dir, with_findings: bool = False) -> dict[str, str]:
   """results.json, results.md (findings below the table if asked) and probe.png
   in out_dir; returns their paths."""
-  out_dir = pathlib.Path(out_dir)
-  out_dir.mkdir(parents=True, exist_ok=True)
+  out_dir = storage.path(out_dir)  # A local folder or a bucket URL.
   paths = {"json": out_dir / "results.json", "markdown": out_dir / "results.md",
            "chart": out_dir / "probe.png"}
-  paths["json"].write_text(json.dumps(list(results), indent=1))
+  storage.write_text(paths["json"], json.dumps(list(results), indent=1))
   notes = "\n" + findings_markdown(findings(results)) if with_findings else ""
-  paths["markdown"].write_text(markdown(results) + notes)
-  plot(results, paths["chart"])
+  storage.write_text(paths["markdown"], markdown(results) + notes)
+  chart = io.BytesIO()
+  plot(results, chart)
+  storage.write_bytes(paths["chart"], chart.getvalue())
   return {k: str(v) for k, v in paths.items()}
 
 

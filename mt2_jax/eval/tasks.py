@@ -11,14 +11,14 @@ key-signature hit, hit), each with a 95% confidence interval from 1000
 bootstrap resamples of the test tracks (seeded, so reruns agree).
 """
 
-import csv
 import dataclasses
-import pathlib
+import posixpath
 from typing import Any, Sequence
 
 from absl import logging
 import numpy as np
 
+from mt2_jax import storage
 from mt2_jax.data.dataset import SPLITS  # Their one home (what `mt2 prepare` writes).
 from mt2_jax.keys import key_class, key_name, key_signature
 
@@ -32,16 +32,17 @@ def read_examples(data_dir) -> list[dict[str, str]]:
 
   Rows whose audio file is missing are dropped. Sorted by file.
   """
-  data_dir = pathlib.Path(data_dir)
+  data_dir = storage.path(data_dir)
+  files, _ = storage.list_files(data_dir, "labelled audio folder")
+  present = {storage.relative(f, data_dir) for f in files}
   rows = []
-  for csv_path in sorted(data_dir.rglob("labels.csv")):
-    base = csv_path.parent.relative_to(data_dir)
-    with open(csv_path, newline="") as f:
-      for row in csv.DictReader(f):
-        row = dict(row)
-        row["file"] = (base / row["file"]).as_posix()
-        if (data_dir / row["file"]).is_file():
-          rows.append(row)
+  for csv_path in [f for f in files if f.name == "labels.csv"]:
+    base = posixpath.dirname(storage.relative(csv_path, data_dir))
+    for row in storage.read_csv(csv_path):
+      row = dict(row)
+      row["file"] = posixpath.normpath(posixpath.join(base, row["file"]))
+      if row["file"] in present:
+        rows.append(row)
   if not rows:
     raise FileNotFoundError(f"no labelled audio under {data_dir} (labels.csv with a `file` column)")
   return sorted(rows, key=lambda r: r["file"])

@@ -8,15 +8,17 @@ workdir into (config, params) for inference.
 """
 
 import json
-import pathlib
 from typing import Any
 
+from etils import epath
 import ml_collections
 import orbax.checkpoint as ocp
 
+from mt2_jax import storage
 
-def checkpoint_dir(workdir) -> pathlib.Path:
-  return pathlib.Path(workdir).absolute() / "checkpoints"
+
+def checkpoint_dir(workdir) -> epath.Path:
+  return storage.path(workdir) / "checkpoints"
 
 
 class Checkpointer:
@@ -60,12 +62,11 @@ class Checkpointer:
 
 
 def save_config(workdir, config: ml_collections.ConfigDict) -> None:
-  path = pathlib.Path(workdir) / "config.json"
-  path.write_text(config.to_json(indent=2))
+  storage.write_text(storage.path(workdir) / "config.json", config.to_json(indent=2))
 
 
 def load_config(workdir) -> ml_collections.ConfigDict:
-  path = pathlib.Path(workdir) / "config.json"
+  path = storage.path(workdir) / "config.json"
   if not path.exists():
     raise FileNotFoundError(f"{workdir} is not a training run: no config.json "
                             f"(it is written by `mt2 train --workdir={workdir}`).")

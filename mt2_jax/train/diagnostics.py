@@ -16,13 +16,12 @@ cannot follow a transposition, and the best such constant scores exactly
 
 import collections
 import math
-import pathlib
 from typing import Mapping, Sequence
 
 from absl import logging
 import numpy as np
 
-from mt2_jax import keys
+from mt2_jax import keys, storage
 
 # The zero-shot readout takes at most this many windows per track by default.
 MAX_WINDOWS = 4
@@ -135,10 +134,9 @@ def check_eval_data(config) -> None:
   from mt2_jax.data import dataset
   from mt2_jax.data.cqt import CQTConfig
   path = config.eval.data_dir
-  if not pathlib.Path(path).is_dir():
-    raise ValueError(f"config.eval.data_dir: {path} does not exist")
+  storage.require_dir(path, "config.eval.data_dir")
   try:
-    builder = dataset.open_builder(path, CQTConfig.from_mapping(config.cqt))
+    builder = dataset.open_builder(storage.local_copy(path), CQTConfig.from_mapping(config.cqt))
   except (FileNotFoundError, dataset.CQTMismatchError) as e:
     raise ValueError(f"config.eval.data_dir: {e}") from e
   if "key" not in builder.info.features.keys():
@@ -197,7 +195,7 @@ def load_eval_windows(data_dir, split: str, crop_bins: int, window: int,
     track; signature: int [num_tracks], the key signature of its key.
   """
   from mt2_jax.data import dataset
-  source = dataset.open_split(data_dir, split)
+  source = dataset.open_split(storage.local_copy(data_dir), split)
   windows, track, signature = [], [], []
   for i in range(len(source)):
     ex = source[i]

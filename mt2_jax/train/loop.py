@@ -21,7 +21,6 @@ head on that labelled split is logged every `config.eval.every` steps.
 
 import json
 import os
-import pathlib
 import signal
 import time
 from typing import Any
@@ -45,40 +44,63 @@ def init_distributed(coordinator_address=None, num_processes=None, process_id=No
 def check_runnable(config) -> None:
   """Checks that need the devices and the data directory; errors name the key."""
   import jax
-  from mt2_jax import config_validation, sharding
+  from mt2_jax import config_validation, sharding, storage
   from mt2_jax.train import diagnostics
   config_validation.validate(config)  # Also every size key (config_validation.check_sizes).
   sharding.check_batch_divides(config.batch_size, jax.device_count(), "devices")
   sharding.check_batch_divides(config.batch_size, jax.process_count(), "processes")
   if not config.data_dir:
     raise ValueError("config.data_dir: not set (a dataset made by `mt2 prepare`)")
-  if not pathlib.Path(config.data_dir).is_dir():
-    raise ValueError(f"config.data_dir: {config.data_dir} does not exist")
+  storage.require_dir(config.data_dir, "config.data_dir")  # Asks the bucket, for a URL.
   diagnostics.check_eval_data(config)
 
 
 class MetricsWriter:
-  """metrics.jsonl (one JSON object per logged step) and TensorBoard events, without TF."""
+  """metrics.jsonl (one JSON object per logged step) and TensorBoard events, without TF.
 
-  def __init__(self, workdir: pathlib.Path, resume_step: int):
+  In a bucket workdir (an object cannot be appended to) metrics.jsonl is
+  rewritten whole at each log step, and the TensorBoard events are written
+  on this machine and copied to WORKDIR/tensorboard at each `sync` (every
+  checkpoint) and at `close`.
+  """
+
+  def __init__(self, workdir, resume_step: int):
+    from mt2_jax import storage
     self.path = workdir / "metrics.jsonl"
-    self.rows = []  # What earlier runs logged up to resume_step, oldest first.
+    self.rows = []  # Oldest first: earlier runs' up to resume_step, then this run's.
     # Lines logged after the checkpoint we resume from are replayed by this run.
     if self.path.exists():
       self.rows = [json.loads(l) for l in self.path.read_text().splitlines() if l.strip()]
       self.rows = [r for r in self.rows if r["step"] <= resume_step]
-      self.path.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
+      storage.write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.rows))
     from tensorboardX import SummaryWriter
-    self.tb = SummaryWriter(os.fspath(workdir / "tensorboard"))
+    self.tb_dir = workdir / "tensorboard"
+    self._tb_local = storage.local_dir(self.tb_dir)
+    self.tb = SummaryWriter(os.fspath(self._tb_local))
 
   def write(self, step: int, metrics: dict[str, float]) -> None:
-    with open(self.path, "a") as f:
-      f.write(json.dumps({"step": step, **metrics}) + "\n")
+    from mt2_jax import storage
+    row = {"step": step, **metrics}
+    self.rows.append(row)
+    if storage.is_local(self.path):
+      with self.path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    else:
+      storage.write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.rows))
     for k, v in metrics.items():
       self.tb.add_scalar(k, v, step)
 
+  def sync(self) -> None:
+    """Copies the TensorBoard events to a bucket workdir (nothing to do locally)."""
+    from mt2_jax import storage
+    self.tb.flush()
+    if not storage.is_local(self.tb_dir):
+      for f in sorted(self._tb_local.iterdir()):
+        storage.copy_file(f, self.tb_dir / f.name)
+
   def close(self) -> None:
     self.tb.close()
+    self.sync()
 
 
 class _Preemption:
@@ -126,13 +148,13 @@ def train(config, workdir, progress: bool = True) -> dict[str, Any]:
   """Pretrains (or resumes) in `workdir`; returns the last step's metrics."""
   import jax
   from mt2_jax import model as model_lib
-  from mt2_jax import sharding
+  from mt2_jax import sharding, storage
   from mt2_jax.data import pipeline
   from mt2_jax.train import checkpoint, diagnostics
   from mt2_jax.train import step as train_step
 
   check_runnable(config)
-  workdir = pathlib.Path(workdir)
+  workdir = storage.path(workdir)
   is_main = jax.process_index() == 0
   if is_main:
     workdir.mkdir(parents=True, exist_ok=True)
@@ -210,6 +232,8 @@ def train(config, workdir, progress: bool = True) -> dict[str, Any]:
         flush(extra)  # Never checkpoint a state whose loss went non-finite.
       if save:
         ckpt.save(step, state, data)
+        if writer is not None:
+          writer.sync()
       if stop:
         logging.warning("Stopped at step %d on SIGTERM; checkpoint saved in %s.", step, workdir)
         break
