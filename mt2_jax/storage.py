@@ -79,6 +79,23 @@ def require_dir(p, what: str) -> epath.Path:
   return q
 
 
+def output_dir(p, what: str) -> epath.Path:
+  """A folder to write into, made if missing; for a URL its bucket must exist.
+
+  Creating the folder would otherwise create the bucket with whatever
+  credentials the machine has, far from the user's intent.
+  """
+  q = path(p)
+  bucket = _bucket(p)
+  if bucket is not None and not epath.Path(bucket).exists():
+    raise FileNotFoundError(f"{what}: the bucket {bucket} does not exist (or this machine's "
+                            f"credentials cannot see it); create it first")
+  if q.exists() and not q.is_dir():
+    raise NotADirectoryError(f"{what}: {p} is a file, not a folder")
+  q.mkdir(parents=True, exist_ok=True)
+  return q
+
+
 def require_file(p, what: str) -> epath.Path:
   q = path(p)
   if not q.is_file():
@@ -182,6 +199,12 @@ def relative(p, root) -> str:
   if not p.startswith(root + "/"):
     raise ValueError(f"{p} is not under {root}")
   return p[len(root) + 1:]
+
+
+def drop_local_dir(local: pathlib.Path, p) -> None:
+  """Removes what `local_dir(p)` made for a URL `p` (nothing for a local `p`)."""
+  if not is_local(p):
+    shutil.rmtree(local, ignore_errors=True)
 
 
 def cache_root() -> pathlib.Path:

@@ -15,8 +15,8 @@ from typing import Sequence
 from absl import app
 from absl import flags
 from ml_collections import config_flags
-import numpy as np
 
+from mt2_jax import storage
 from mt2_jax.data import pipeline
 from mt2_jax.data import views
 
@@ -43,7 +43,7 @@ def main(argv: Sequence[str]) -> None:
   if _DATA.value:
     config.data_dir = _DATA.value
   batch = views.first_batch(config)
-  np.savez(_OUT.value, **batch)
+  storage.save_npz(_OUT.value, **batch)
   shapes = ", ".join(f"{k} {v.dtype}{list(v.shape)}" for k, v in batch.items() if k in
                      pipeline.VIEW_KEYS + ("shift",))
   print(f"views: {len(batch['shift'])} tracks -> {_OUT.value} ({shapes})")

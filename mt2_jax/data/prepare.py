@@ -22,7 +22,6 @@ import json
 import multiprocessing
 import os
 import pathlib
-import shutil
 import time
 from typing import Any
 
@@ -164,7 +163,7 @@ def prepare(audio_dir, out_dir, cqt: CQTConfig = CQTConfig(), num_workers: int =
 
   # The plan ties every part to one set of inputs and settings: parts made by
   # another plan would silently mix, so that is an error.
-  parts = out_dir / "_parts"
+  parts = storage.output_dir(out_dir, "--out") / "_parts"
   parts.mkdir(parents=True, exist_ok=True)
   unreadable = [(storage.relative(e, audio_dir), r) for e, r in unreadable]
   summary = Summary(rejected=list(unreadable))
@@ -238,8 +237,7 @@ def prepare(audio_dir, out_dir, cqt: CQTConfig = CQTConfig(), num_workers: int =
       bar.close()
       if pool is not None:
         pool.terminate()
-      if not storage.is_local(out_dir):
-        shutil.rmtree(local, ignore_errors=True)
+      storage.drop_local_dir(local, out_dir)
   summary.wall_seconds = time.time() - t0
   _finalize_if_complete(out_dir, shards, label_types, cqt, summary)
   return summary

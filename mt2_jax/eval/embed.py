@@ -255,8 +255,9 @@ def embed_folder(embedder: Embedder, audio_dir, out_dir, tokens: bool = False,
   """
   import tqdm
   from mt2_jax.data import audio
-  audio_dir, out_dir = storage.path(audio_dir), storage.path(out_dir)
+  audio_dir = storage.path(audio_dir)
   files, unreadable = audio.find_audio(audio_dir)
+  out_dir = storage.output_dir(out_dir, "--out")
   written, rejected = [], []
   for entry, reason in unreadable:
     rejected.append((storage.relative(entry, audio_dir), reason))

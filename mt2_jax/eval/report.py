@@ -154,7 +154,7 @@ def findings_markdown(items: Sequence[dict[str, Any]]) -> str:
 def write_report(results: Sequence[dict[str, Any]], out_dir, with_findings: bool = False) -> dict[str, str]:
   """results.json, results.md (findings below the table if asked) and probe.png
   in out_dir; returns their paths."""
-  out_dir = storage.path(out_dir)  # A local folder or a bucket URL.
+  out_dir = storage.output_dir(out_dir, "--out")  # A local folder or a bucket URL.
   paths = {"json": out_dir / "results.json", "markdown": out_dir / "results.md",
            "chart": out_dir / "probe.png"}
   storage.write_text(paths["json"], json.dumps(list(results), indent=1))

@@ -51,7 +51,10 @@ def check_runnable(config) -> None:
   sharding.check_batch_divides(config.batch_size, jax.process_count(), "processes")
   if not config.data_dir:
     raise ValueError("config.data_dir: not set (a dataset made by `mt2 prepare`)")
-  storage.require_dir(config.data_dir, "config.data_dir")  # Asks the bucket, for a URL.
+  try:
+    storage.require_dir(config.data_dir, "config.data_dir")  # Asks the bucket, for a URL.
+  except OSError as e:
+    raise ValueError(str(e)) from e
   diagnostics.check_eval_data(config)
 
 
@@ -99,8 +102,10 @@ class MetricsWriter:
         storage.copy_file(f, self.tb_dir / f.name)
 
   def close(self) -> None:
+    from mt2_jax import storage
     self.tb.close()
     self.sync()
+    storage.drop_local_dir(self._tb_local, self.tb_dir)
 
 
 class _Preemption:
@@ -157,7 +162,7 @@ def train(config, workdir, progress: bool = True) -> dict[str, Any]:
   workdir = storage.path(workdir)
   is_main = jax.process_index() == 0
   if is_main:
-    workdir.mkdir(parents=True, exist_ok=True)
+    storage.output_dir(workdir, "--workdir")
     checkpoint.save_config(workdir, config)
 
   mesh = sharding.make_mesh(config)
