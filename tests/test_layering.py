@@ -15,7 +15,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "mt2_jax"
 # must be placed here (the test fails on an unknown one).
 STAGES = {
     "mt2_jax": 0, "mt2_jax.host": 0, "mt2_jax.sharding": 0, "mt2_jax.losses": 0,
-    "mt2_jax.keys": 0, "mt2_jax.config_defaults": 0,
+    "mt2_jax.keys": 0, "mt2_jax.config_defaults": 0, "mt2_jax.storage": 0,
     "mt2_jax.data": 1,
     "mt2_jax.model": 2,
     "mt2_jax.train": 3, "mt2_jax.config_validation": 3,

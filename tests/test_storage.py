@@ -230,6 +230,30 @@ def test_prepare_train_resume_embed_probe_on_a_bucket_match_local(bucket, audio_
   assert any(p.name.startswith("features_step8") for p in storage.path(f"{run}/probe_cache").iterdir())
 
 
+def test_commands_name_a_missing_folder_in_one_line(tmp_path):
+  mt2 = [sys.executable, "-c", "from mt2_jax import cli; import sys; cli.main(['mt2', *sys.argv[1:]])"]
+  done = subprocess.run(mt2 + ["prepare", f"--audio={tmp_path / 'nope'}", f"--out={tmp_path / 'd'}"],
+                        capture_output=True, text=True, timeout=120)
+  assert done.returncode == 1
+  assert done.stderr.strip() == f"mt2 prepare: audio folder: {tmp_path / 'nope'} does not exist"
+  done = subprocess.run(mt2 + ["demo", "--out=gs://b/demo"], capture_output=True, text=True,
+                        timeout=120)
+  assert done.returncode != 0 and "--out must be a local folder" in done.stderr
+
+
+def test_prepare_rejects_a_dangling_symlink_with_its_reason(audio_dir, tmp_path):
+  audio = tmp_path / "audio"
+  audio.mkdir()
+  for name in ("t00.wav", "t01.wav"):
+    (audio / name).symlink_to(audio_dir / name)
+  (audio / "gone.wav").symlink_to(tmp_path / "missing.wav")
+  summary = prepare.prepare(audio, tmp_path / "data", progress=False)
+  assert summary.complete and summary.total_records == 2
+  assert ("gone.wav", "dangling symlink (its target does not exist)") in summary.rejected
+  rejected = (tmp_path / "data" / "rejected.csv").read_text().splitlines()
+  assert rejected == ["file,reason", "gone.wav,dangling symlink (its target does not exist)"]
+
+
 # -- No module opens a user-given path except through mt2_jax/storage.py. ----
 
 # Module -> why it may use open/os.path/pathlib directly.

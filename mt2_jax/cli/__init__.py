@@ -57,10 +57,16 @@ def quiet_logging() -> None:
     logging.set_verbosity(logging.WARNING)
 
 
-def _quietly(main_fn: Callable[[Sequence[str]], None]) -> Callable[[Sequence[str]], None]:
+def _quietly(main_fn: Callable[[Sequence[str]], None], name: str) -> Callable[[Sequence[str]], None]:
   def run(argv: Sequence[str]) -> None:
     quiet_logging()
-    return main_fn(argv)
+    try:
+      return main_fn(argv)
+    except (FileNotFoundError, NotADirectoryError) as e:
+      # A missing folder, file or bucket (mt2_jax/storage.py names it): a
+      # message, not a traceback.
+      print(f"mt2 {name}: {e}", file=sys.stderr)
+      sys.exit(1)
   return run
 
 
@@ -82,4 +88,4 @@ def main(argv: Sequence[str] | None = None) -> None:
     sys.exit(0)
   # absl parses the remaining flags; the program name keeps the subcommand so
   # that --help output reads "mt2 train".
-  app.run(_quietly(module.main), argv=[f"mt2 {name}"] + argv[2:])
+  app.run(_quietly(module.main, name), argv=[f"mt2 {name}"] + argv[2:])

@@ -72,6 +72,9 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not _OUT.value:
     raise app.UsageError("--out is required")
+  if "://" in _OUT.value:
+    raise app.UsageError("--out must be a local folder (audio is rendered with local tools); "
+                         "copy it to a bucket afterwards")
   try:
     labels = corpus.make_corpus(
         _OUT.value, seed=_SEED.value, num_pieces=_NUM_PIECES.value,

@@ -32,6 +32,9 @@ FLAGS = flags.FLAGS
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if FLAGS.out and "://" in FLAGS.out:
+    raise app.UsageError("--out must be a local folder (the demo renders audio and links files "
+                         "with local tools); copy it to a bucket afterwards")
   from mt2_jax.eval import probe
   preset = "smoke" if FLAGS.smallest else FLAGS.preset
   if preset in demo.PRESETS:  # Else run_demo names the presets.
