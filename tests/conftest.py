@@ -12,3 +12,19 @@ from absl import flags  # noqa: E402
 # Grain worker processes and absl-based code need parsed flags.
 if not flags.FLAGS.is_parsed():
   flags.FLAGS.mark_as_parsed()
+
+
+def sigterm_during(make_train_step, step: int):
+  """A `make_train_step` whose step function sends this process a real SIGTERM
+  while it runs step `step` (1-based): what a preempted job receives."""
+  import signal
+
+  def factory(*args):
+    step_fn = make_train_step(*args)
+
+    def wrapped(state, batch):
+      if int(state.step) == step - 1:
+        os.kill(os.getpid(), signal.SIGTERM)
+      return step_fn(state, batch)
+    return wrapped
+  return factory

@@ -22,7 +22,6 @@ import ast
 import json
 import os
 import pathlib
-import signal
 import socket
 import subprocess
 import sys
@@ -39,6 +38,8 @@ from mt2_jax.eval import embed, probe
 from mt2_jax.train import checkpoint
 from mt2_jax.train import loop as train
 from mt2_jax.train import step as train_step
+
+from conftest import sigterm_during
 
 BUCKET = "mt2-test"
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "mt2_jax"
@@ -193,17 +194,7 @@ def test_prepare_train_resume_embed_probe_on_a_bucket_match_local(bucket, audio_
 
   # Train with a real SIGTERM during step 6, then resume.
   real_factory = train_step.make_train_step
-
-  def factory(*args):
-    step_fn = real_factory(*args)
-
-    def wrapped(state, batch):
-      if int(state.step) == 5:
-        os.kill(os.getpid(), signal.SIGTERM)
-      return step_fn(state, batch)
-    return wrapped
-
-  monkeypatch.setattr(train_step, "make_train_step", factory)
+  monkeypatch.setattr(train_step, "make_train_step", sigterm_during(real_factory, 6))
   assert train.train(small_config(data), run, progress=False)["step"] == 6
   monkeypatch.setattr(train_step, "make_train_step", real_factory)
   train.train(small_config(data), run, progress=False)

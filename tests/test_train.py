@@ -3,7 +3,6 @@
 import json
 import os
 import re
-import signal
 
 import jax
 import numpy as np
@@ -18,6 +17,8 @@ from mt2_jax import model as model_lib
 from mt2_jax.data import prepare
 from mt2_jax.train import loop as train
 from mt2_jax.train import step as train_step
+
+from conftest import sigterm_during
 
 
 @pytest.fixture(scope="module")
@@ -112,20 +113,9 @@ def test_sigterm_then_resume_equals_uninterrupted_run(data_dir, tmp_path, monkey
   full = tmp_path / "full"
   train.train(config, full, progress=False)
 
-  # Send a real SIGTERM to ourselves while step 6 runs.
   real_factory = train_step.make_train_step
-
-  def factory(*args):
-    step_fn = real_factory(*args)
-
-    def wrapped(state, batch):
-      if int(state.step) == 5:
-        os.kill(os.getpid(), signal.SIGTERM)
-      return step_fn(state, batch)
-    return wrapped
-
   part = tmp_path / "part"
-  monkeypatch.setattr(train_step, "make_train_step", factory)
+  monkeypatch.setattr(train_step, "make_train_step", sigterm_during(real_factory, 6))
   out = train.train(config, part, progress=False)
   assert out["step"] == 6
   assert checkpoint.Checkpointer(part).latest_step() == 6

@@ -33,7 +33,9 @@ def read_examples(data_dir) -> list[dict[str, str]]:
   Rows whose audio file is missing are dropped. Sorted by file.
   """
   data_dir = storage.path(data_dir)
-  files, _ = storage.list_files(data_dir, "labelled audio folder")
+  files, unreadable = storage.list_files(data_dir, "labelled audio folder")
+  for entry, reason in unreadable:
+    logging.warning("skipped %s: %s", entry, reason)
   present = {storage.relative(f, data_dir) for f in files}
   rows = []
   for csv_path in [f for f in files if f.name == "labels.csv"]:

@@ -134,7 +134,10 @@ def check_eval_data(config) -> None:
   from mt2_jax.data import dataset
   from mt2_jax.data.cqt import CQTConfig
   path = config.eval.data_dir
-  storage.require_dir(path, "config.eval.data_dir")
+  try:
+    storage.require_dir(path, "config.eval.data_dir")
+  except OSError as e:
+    raise ValueError(str(e)) from e
   try:
     builder = dataset.open_builder(storage.local_copy(path), CQTConfig.from_mapping(config.cqt))
   except (FileNotFoundError, dataset.CQTMismatchError) as e:
