@@ -33,9 +33,7 @@ CACHE_ENV = "MT2_JAX_CACHE"
 
 def path(p) -> epath.Path:
   """A local path or a URL as an `epath.Path` (local paths made absolute)."""
-  if isinstance(p, epath.Path) and not is_local(p):
-    return p
-  return epath.Path(p if not is_local(p) else os.path.abspath(os.fspath(p)))
+  return epath.Path(p) if not is_local(p) else epath.Path(os.path.abspath(os.fspath(p)))
 
 
 def is_local(p) -> bool:
@@ -52,16 +50,22 @@ def _bucket(p) -> str | None:
   return f"{scheme}://{rest.split('/', 1)[0]}"
 
 
-def _missing(p, what: str) -> FileNotFoundError:
+def _missing_bucket(p) -> str | None:
+  """The bucket of URL `p` when that bucket does not exist, else None."""
   bucket = _bucket(p)
-  if bucket is not None and bucket != os.fspath(p).rstrip("/"):
-    try:
-      bucket_exists = epath.Path(bucket).exists()
-    except Exception:  # pylint: disable=broad-except
-      bucket_exists = True  # Not listable (permissions): say what we know.
-    if not bucket_exists:
-      return FileNotFoundError(f"{what}: the bucket {bucket} does not exist (or this machine's "
-                               f"credentials cannot see it), so {p} does not either")
+  if bucket is None:
+    return None
+  try:
+    return None if epath.Path(bucket).exists() else bucket
+  except Exception:  # pylint: disable=broad-except
+    return None  # Not listable (permissions): the caller says what it knows.
+
+
+def _missing(p, what: str) -> FileNotFoundError:
+  bucket = _missing_bucket(p)
+  if bucket is not None:
+    return FileNotFoundError(f"{what}: the bucket {bucket} does not exist (or this machine's "
+                             f"credentials cannot see it), so {p} does not either")
   return FileNotFoundError(f"{what}: {p} does not exist")
 
 
@@ -86,20 +90,13 @@ def output_dir(p, what: str) -> epath.Path:
   credentials the machine has, far from the user's intent.
   """
   q = path(p)
-  bucket = _bucket(p)
-  if bucket is not None and not epath.Path(bucket).exists():
+  bucket = _missing_bucket(p)
+  if bucket is not None:
     raise FileNotFoundError(f"{what}: the bucket {bucket} does not exist (or this machine's "
                             f"credentials cannot see it); create it first")
   if q.exists() and not q.is_dir():
     raise NotADirectoryError(f"{what}: {p} is a file, not a folder")
   q.mkdir(parents=True, exist_ok=True)
-  return q
-
-
-def require_file(p, what: str) -> epath.Path:
-  q = path(p)
-  if not q.is_file():
-    raise _missing(p, what)
   return q
 
 
