@@ -102,6 +102,8 @@ EXPERIMENTS = {
     "mt2_depth4": ("mt2", {**DEFAULT, "model.depth": 4}),
     "con_depth4": ("contrastive_only", {**DEFAULT, "model.depth": 4}),
     "eq_depth4": ("equivariant_only", {**DEFAULT, "model.depth": 4}),
+    "mt2_cpsd_w025": ("mt2", {**DEFAULT, "losses.cpsd.weight": 0.25}),
+    "mt2_nohinge": ("mt2", {**DEFAULT, "losses.cpsd.spread_weight": 0.0}),
 }
 # The curves of docs/experiments_cpsd.png (OUT/cpsd_curves.png); all rows when none ran.
 PLOTTED = ("eq_paper", "eq_hybrid", "eq_hybrid_hinge", "mt2_hybrid", "mt2_hybrid_shiftpos",
