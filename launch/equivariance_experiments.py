@@ -104,6 +104,7 @@ EXPERIMENTS = {
     "eq_depth4": ("equivariant_only", {**DEFAULT, "model.depth": 4}),
     "mt2_cpsd_w025": ("mt2", {**DEFAULT, "losses.cpsd.weight": 0.25}),
     "mt2_nohinge": ("mt2", {**DEFAULT, "losses.cpsd.spread_weight": 0.0}),
+    "mt2_depth4_w05": ("mt2", {**DEFAULT, "model.depth": 4, "losses.cpsd.weight": 0.5}),
 }
 # The curves of docs/experiments_cpsd.png (OUT/cpsd_curves.png); all rows when none ran.
 PLOTTED = ("eq_paper", "eq_hybrid", "eq_hybrid_hinge", "mt2_hybrid", "mt2_hybrid_shiftpos",
