@@ -167,17 +167,19 @@ def prepare(audio_dir, out_dir, cqt: CQTConfig = CQTConfig(), num_workers: int =
   parts.mkdir(parents=True, exist_ok=True)
   unreadable = [(storage.relative(e, audio_dir), r) for e, r in unreadable]
   summary = Summary(rejected=list(unreadable))
-  plan = {"cqt": cqt.to_dict(), "files": files, "unreadable": unreadable, "label_types": label_types,
+  plan = {"cqt": cqt.to_dict(), "files": files, "label_types": label_types,
           "files_per_shard": files_per_shard, "max_excerpt_seconds": max_excerpt_seconds,
           "min_seconds": min_seconds}
   plan_path = parts / "plan.json"
   if plan_path.exists():
-    if json.loads(plan_path.read_text()) != json.loads(json.dumps(plan)):
+    if json.loads(plan_path.read_text()) != plan:
       raise ValueError(
           f"{out_dir} holds part of a dataset made from other files or settings "
           f"(see {plan_path}). Use a new --out folder, or delete this one to start over.")
   else:
     _write_json(plan_path, plan)
+  # Entries that could not be read go to rejected.csv, whoever finalises.
+  _write_json(parts / "unreadable.json", unreadable)
 
   jobs_by_shard = []  # (split, index, count, files) for this machine's pending shards
   g = 0
@@ -257,7 +259,8 @@ def _finalize_if_complete(out_dir, shards, label_types, cqt, summary) -> None:
   num_bytes = {s: sum(done[(s, i)]["num_bytes"] for i in range(len(g))) for s, g in shards.items()}
   summary.total_records = sum(map(sum, lengths.values()))
   summary.complete = True
-  unreadable = json.loads((parts / "plan.json").read_text()).get("unreadable", [])
+  unreadable = (json.loads((parts / "unreadable.json").read_text())
+                if (parts / "unreadable.json").exists() else [])
   rejected = [tuple(r) for r in unreadable] + [
       tuple(r) for (s, i) in sorted(done) for r in done[(s, i)]["rejected"]]
   table = io.StringIO()
