@@ -27,6 +27,8 @@ from typing import Any
 
 from absl import logging
 
+from mt2_jax import storage  # No JAX: mt2_jax/cli/train.py imports this module first.
+
 
 class NonFiniteLossError(FloatingPointError):
   """A loss term became NaN or infinite; the last good checkpoint is kept."""
@@ -44,7 +46,7 @@ def init_distributed(coordinator_address=None, num_processes=None, process_id=No
 def check_runnable(config) -> None:
   """Checks that need the devices and the data directory; errors name the key."""
   import jax
-  from mt2_jax import config_validation, sharding, storage
+  from mt2_jax import config_validation, sharding
   from mt2_jax.train import diagnostics
   config_validation.validate(config)  # Also every size key (config_validation.check_sizes).
   sharding.check_batch_divides(config.batch_size, jax.device_count(), "devices")
@@ -68,7 +70,6 @@ class MetricsWriter:
   """
 
   def __init__(self, workdir, resume_step: int):
-    from mt2_jax import storage
     self.path = workdir / "metrics.jsonl"
     self.rows = []  # Oldest first: earlier runs' up to resume_step, then this run's.
     # Lines logged after the checkpoint we resume from are replayed by this run.
@@ -82,7 +83,6 @@ class MetricsWriter:
     self.tb = SummaryWriter(os.fspath(self._tb_local))
 
   def write(self, step: int, metrics: dict[str, float]) -> None:
-    from mt2_jax import storage
     row = {"step": step, **metrics}
     self.rows.append(row)
     if storage.is_local(self.path):
@@ -95,14 +95,12 @@ class MetricsWriter:
 
   def sync(self) -> None:
     """Copies the TensorBoard events to a bucket workdir (nothing to do locally)."""
-    from mt2_jax import storage
     self.tb.flush()
     if not storage.is_local(self.tb_dir):
       for f in sorted(self._tb_local.iterdir()):
         storage.copy_file(f, self.tb_dir / f.name)
 
   def close(self) -> None:
-    from mt2_jax import storage
     self.tb.close()
     self.sync()
     storage.drop_local_dir(self._tb_local, self.tb_dir)
@@ -153,7 +151,7 @@ def train(config, workdir, progress: bool = True) -> dict[str, Any]:
   """Pretrains (or resumes) in `workdir`; returns the last step's metrics."""
   import jax
   from mt2_jax import model as model_lib
-  from mt2_jax import sharding, storage
+  from mt2_jax import sharding
   from mt2_jax.data import pipeline
   from mt2_jax.train import checkpoint, diagnostics
   from mt2_jax.train import step as train_step
