@@ -141,11 +141,11 @@ def load_npz(p) -> dict:
 def put_file(local: pathlib.Path, target) -> None:
   """Moves a finished local file to `target` (a path or URL), atomically."""
   target = path(target)
-  target.parent.mkdir(parents=True, exist_ok=True)
   if is_local(target):
+    target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(local, target)
   else:
-    _stream(epath.Path(local), target)  # One upload: atomic.
+    copy_file(local, target)
     os.remove(local)
 
 
@@ -240,10 +240,22 @@ def local_copy(p, progress: bool = True) -> pathlib.Path:
 
   The copy lives in `cache_root()/data/<hash of the URL>` and is reused: a file
   is downloaded again only when its size differs from the bucket's, each
-  under a temporary name then renamed, so an interrupted copy resumes.
+  under a temporary name then renamed, so an interrupted copy resumes. The
+  bucket is listed once per process and URL (the train loop, its eval and
+  its checks all ask).
   """
   if is_local(p):
     return pathlib.Path(os.path.abspath(os.fspath(p)))
+  key = (os.fspath(p).rstrip("/"), os.fspath(cache_root()))
+  if key not in _COPIES or not _COPIES[key].is_dir():
+    _COPIES[key] = _download(key[0], progress)
+  return _COPIES[key]
+
+
+_COPIES: dict[tuple[str, str], pathlib.Path] = {}  # (URL, cache root) -> copy made by this process.
+
+
+def _download(p: str, progress: bool) -> pathlib.Path:
   src = require_dir(p, "dataset")
   key = hashlib.sha256(os.fspath(p).rstrip("/").encode()).hexdigest()[:16]
   dst = cache_root() / "data" / f"{src.name}-{key}"

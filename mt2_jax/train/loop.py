@@ -64,9 +64,10 @@ class MetricsWriter:
   """metrics.jsonl (one JSON object per logged step) and TensorBoard events, without TF.
 
   In a bucket workdir (an object cannot be appended to) metrics.jsonl is
-  rewritten whole at each log step, and the TensorBoard events are written
-  on this machine and copied to WORKDIR/tensorboard at each `sync` (every
-  checkpoint) and at `close`.
+  uploaded whole, and the TensorBoard events are written on this machine
+  and copied to WORKDIR/tensorboard, at each `sync` (every checkpoint) and
+  at `close`: rows logged after the last checkpoint would be dropped on
+  resume anyway.
   """
 
   def __init__(self, workdir, resume_step: int):
@@ -88,15 +89,15 @@ class MetricsWriter:
     if storage.is_local(self.path):
       with self.path.open("a") as f:
         f.write(json.dumps(row) + "\n")
-    else:
-      storage.write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.rows))
     for k, v in metrics.items():
       self.tb.add_scalar(k, v, step)
 
   def sync(self) -> None:
-    """Copies the TensorBoard events to a bucket workdir (nothing to do locally)."""
+    """Uploads metrics.jsonl and the TensorBoard events to a bucket workdir
+    (nothing to do locally)."""
     self.tb.flush()
     if not storage.is_local(self.tb_dir):
+      storage.write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.rows))
       for f in sorted(self._tb_local.iterdir()):
         storage.copy_file(f, self.tb_dir / f.name)
 
