@@ -105,6 +105,13 @@ EXPERIMENTS = {
     "mt2_cpsd_w025": ("mt2", {**DEFAULT, "losses.cpsd.weight": 0.25}),
     "mt2_nohinge": ("mt2", {**DEFAULT, "losses.cpsd.spread_weight": 0.0}),
     "mt2_depth4_w05": ("mt2", {**DEFAULT, "model.depth": 4, "losses.cpsd.weight": 0.5}),
+    # Session 7. The two class tokens are one feature in every run above
+    # (token_r2 0.997-1.000): they share every weight but their start vector.
+    # Give each its own class-attention block after frames-only blocks (CaiT).
+    "mt2_cait": ("mt2", {**DEFAULT, "model.class_blocks": 1}),
+    "con_cait": ("contrastive_only", {**DEFAULT, "model.class_blocks": 1}),
+    "eq_cait": ("equivariant_only", {**DEFAULT, "model.class_blocks": 1}),
+    "mt2_cait_vec": ("mt2", {**DEFAULT, "model.class_blocks": 1, "model.class_token_init": "vector"}),
 }
 # The curves of docs/experiments_cpsd.png (OUT/cpsd_curves.png); all rows when none ran.
 PLOTTED = ("eq_paper", "eq_hybrid", "eq_hybrid_hinge", "mt2_hybrid", "mt2_hybrid_shiftpos",

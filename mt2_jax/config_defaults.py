@@ -84,6 +84,10 @@ def base_config() -> ml_collections.ConfigDict:
       # LayerScale on every token ('all') or on the frame tokens only ('frames': class
       # tokens take full-size updates); docs/experiments.md, session 5.
       layerscale_tokens="frames",
+      # 0: class tokens go through every block with the frames (the paper). n > 0:
+      # the blocks see the frames only, then each class token reads them with n
+      # class-attention blocks of its own (CaiT; docs/experiments.md, session 7).
+      class_blocks=0,
       # Unset (None): the variant's. Set one to vary a single dimension, e.g.
       # --config.model.depth=4.
       width=config_dict.placeholder(int),

@@ -103,6 +103,11 @@ def check_model(config) -> None:
   if model.get("class_token_attention", "full") not in CLASS_TOKEN_ATTENTION:
     _fail("model.class_token_attention",
           f"unknown {model.class_token_attention!r}; known: {CLASS_TOKEN_ATTENTION}")
+  if model.get("class_blocks", 0):
+    _positive_int(config, "model.class_blocks")
+    if model.get("class_token_attention", "full") != "full":
+      _fail("model.class_token_attention", "with model.class_blocks the blocks see the frames "
+            "only, so there is no class-token attention to restrict; leave it 'full'")
   attention = model.get("attention", "auto")
   if attention not in model_lib.ATTENTION_IMPLEMENTATIONS:
     _fail("model.attention", f"unknown {attention!r}; known: {model_lib.ATTENTION_IMPLEMENTATIONS}")

@@ -390,6 +390,8 @@ def test_pitch_structured_models_count_their_parameters(patch_embed):
     ("model.class_token_init=zeros", "model.class_token_init"),
     ("model.patch_embed=dense,losses.cpsd.head=shared", "losses.cpsd.head"),
     ("losses.cpsd.spread_weight=-1", "losses.cpsd.spread_weight"),
+    ("model.class_blocks=-1", "model.class_blocks"),
+    ("model.class_blocks=1,model.class_token_attention=isolated", "model.class_token_attention"),
 ])
 def test_learnability_knobs_are_validated(arg, key):
   from mt2_jax import config_validation
@@ -420,3 +422,74 @@ def test_a_config_saved_before_the_learnability_knobs_builds_the_papers_model():
   assert params["backbone"]["patch_embed"]["kernel"].shape == (84, 32)
   assert "pitch_embed" not in params["backbone"] and "ls1" not in params["backbone"]["block00"]
   assert params["head_cpsd"]["dense"]["kernel"].shape == (32, 12)
+
+
+def test_class_attention_is_the_class_rows_of_self_attention():
+  """ClassAttentionBlock's attention = row 0 of SelfAttention over [cls; frames]
+  with the same q, k, v weights (only the class token is a query)."""
+  d, heads = 12, 3
+  rng = np.random.default_rng(0)
+  cls, frames = (jnp.asarray(rng.standard_normal(s), jnp.float32) for s in ((2, 1, d), (2, 5, d)))
+  block = model_lib.ClassAttentionBlock(heads, mlp_dim=8)
+  params = nn.unbox(block.init(jax.random.key(0), cls, frames))["params"]
+  params = jax.tree.map(lambda p: p + 0.1 * jnp.asarray(rng.standard_normal(p.shape), p.dtype), params)
+  # The block with its MLP switched off: x + attention(LN(.)).
+  no_mlp = dict(params, mlp=jax.tree.map(jnp.zeros_like, params["mlp"]))
+  got = block.apply({"params": no_mlp}, cls, frames) - cls
+
+  u = nn.LayerNorm().apply({"params": params["ln1"]}, jnp.concatenate([cls, frames], axis=1))
+  qkv = {"kernel": jnp.concatenate([params["q"]["kernel"][:, None], params["kv"]["kernel"]], axis=1),
+         "bias": jnp.concatenate([params["q"]["bias"][None], params["kv"]["bias"]], axis=0)}
+  attn = model_lib.SelfAttention(heads, implementation="xla")
+  want = attn.apply({"params": {"qkv": qkv, "out": params["out"]}}, u)[:, :1]
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def class_block_grads():
+  config = _config("runlocal,frames=16,model.class_blocks=1")
+  config.losses.ntxent.projector = "mlp"
+  model = model_lib.build_model(config)
+  params = _params(model)
+  loss_fn = objective.make_loss_fn(config, model)
+  batch = _batch()
+  terms = lambda p: jnp.stack([loss_fn(p, batch, None)[1][name] for name in ("cpsd", "ntxent")])
+  jac = jax.jit(jax.jacrev(terms))(params)
+  return model, params, {name: jax.tree_util.tree_map(lambda g: g[i], jac)
+                         for i, name in enumerate(("cpsd", "ntxent"))}
+
+
+def test_class_blocks_give_each_token_its_own_weights(class_block_grads):
+  """With model.class_blocks each loss trains its own token's class block and the
+  shared frame blocks, never the other token's class block; frames do not see
+  the class tokens."""
+  model, params, grads = class_block_grads
+  own = {"cpsd": "equivariant", "ntxent": "contrastive"}
+  for loss, token in own.items():
+    other = own["ntxent" if loss == "cpsd" else "cpsd"]
+    backbone = grads[loss]["backbone"]
+    assert _norm(backbone[f"cls_{token}_block00"]) > 0
+    assert _norm(backbone[f"cls_{other}_block00"]) == 0.0
+    assert _norm(backbone["block00"]) > 0
+  x = _views(b=2)
+  out = model.apply({"params": params}, x, with_heads=False)
+  # (Not a constant shift: every LayerNorm on the way removes one.)
+  nudge = jnp.asarray(np.random.default_rng(3).standard_normal(params["backbone"]["cls"].shape))
+  moved = dict(params, backbone=dict(params["backbone"], cls=params["backbone"]["cls"] + nudge))
+  out2 = model.apply({"params": moved}, x, with_heads=False)
+  np.testing.assert_allclose(out["tokens"], out2["tokens"], atol=1e-6)
+  assert not np.allclose(out["cls_equivariant"], out2["cls_equivariant"], atol=1e-3)
+
+
+def test_each_class_block_costs_one_block_per_token():
+  """A class-attention block has a plain block's parameters (q + kv = qkv), one per token."""
+  counts = {}
+  for n in (0, 1, 2):
+    config = _config(f"variant=tiny,paper,model.class_blocks={n}")
+    params = model_lib.abstract_variables(model_lib.build_model(config), 84, 646)["params"]
+    counts[n] = model_lib.count_params(params["backbone"])
+  d, m = 192, 768
+  block = 2 * 2 * d + (3 * d * d + 3 * d) + (d * d + d) + (d * m + m) + (m * d + d)
+  assert counts[0] == PINNED_BACKBONE_PARAMS["tiny"]
+  assert counts[1] - counts[0] == 2 * block
+  assert counts[2] - counts[1] == 2 * block

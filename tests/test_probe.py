@@ -148,9 +148,37 @@ def test_features_are_cached(tmp_path, monkeypatch):
   assert set(feats) == {"cls_equivariant", "cls_mean", "tokens_mean", "head_cpsd"}
   assert feats["cls_mean"].shape == (4, 32) and feats["head_cpsd"].shape == (4, 12)
   assert np.all(np.isfinite(feats["cls_mean"][:3])) and np.all(np.isnan(feats["cls_mean"][3]))
-  monkeypatch.setattr(embed.Embedder, "embed_file", lambda *a, **k: 1 / 0)  # Must not be called.
+  monkeypatch.setattr(embed, "embed_many", lambda *a, **k: 1 / 0)  # Must not be called.
   again = probe.extract_features(embedder, tmp_path / "data", rows, cache, progress=False)
   np.testing.assert_array_equal(again["cls_mean"], feats["cls_mean"])
+
+
+def test_several_models_share_one_cqt_per_file(tmp_path, monkeypatch):
+  """extract_features_many = extract_features of each model alone, with the CQT
+  of each file computed once for all of them (the cost of a probe over runs)."""
+  from mt2_jax import config_defaults
+  from mt2_jax.eval import embed
+  config = config_defaults.apply_arg(config_defaults.base_config(), "runlocal")
+  models = [embed.Embedder.untrained(config, seed=s) for s in (1, 2)]
+  (tmp_path / "data").mkdir()
+  rows = []
+  for i in range(2):
+    sf.write(tmp_path / "data" / f"{i}.wav", progression(i, False, 0.3, 1), SR)
+    rows.append({"file": f"{i}.wav"})
+  alone = [probe.extract_features(m, tmp_path / "data", rows, progress=False) for m in models]
+  calls = []
+  real = embed.cqt_magnitude
+  monkeypatch.setattr(embed, "cqt_magnitude", lambda *a, **k: calls.append(1) or real(*a, **k))
+  both = probe.extract_features_many([(m, None) for m in models], tmp_path / "data", rows,
+                                     progress=False)
+  assert len(calls) == len(rows)  # One block per file here: one CQT each, not one per model.
+  for a, b in zip(alone, both):
+    for name in a:
+      np.testing.assert_allclose(a[name], b[name], rtol=1e-6, atol=1e-6)
+  assert not np.allclose(both[0]["cls_mean"], both[1]["cls_mean"])  # Two models indeed.
+  other = embed.Embedder.untrained(config_defaults.apply_arg(config, "frames=64"))
+  with pytest.raises(ValueError, match="different windows"):
+    embed.embed_many([models[0], other], progression(0, False, 0.3, 1), SR)
 
 
 def test_report_files(tmp_path):

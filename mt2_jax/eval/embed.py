@@ -185,6 +185,11 @@ class Embedder:
           for s in block])
       yield block, specs
 
+  @property
+  def windowing(self) -> tuple:
+    """What decides the CQT windows: models with equal windowing can share them (embed_many)."""
+    return (self.cqt, self.window, self.crop_bins, self.block_windows, self.margin_frames)
+
   def embed(self, waveform: np.ndarray, sample_rate: int, tokens: bool = True,
             allow_silence: bool = False) -> dict[str, np.ndarray]:
     """Numpy audio [n] (or [n, channels]) at any rate -> features (module docstring).
@@ -192,52 +197,81 @@ class Embedder:
     Raises audio.AudioError for empty, non-finite or (unless allow_silence,
     which embeds it un-normalised) silent audio.
     """
-    from mt2_jax.data import audio
-    x = audio.to_mono(np.asarray(waveform))
-    if x.size == 0:
-      raise audio.AudioError("empty: no samples")
-    x = audio.resample(x, int(sample_rate), self.sample_rate)
-    peak = _abs_max(x)
-    if not np.isfinite(peak):
-      raise audio.AudioError("non-finite samples (NaN or inf)")
-    if peak < 1e-6:
-      if not allow_silence:
-        raise audio.AudioError("silent: peak amplitude below 1e-6")
-      peak = 1.0
-
-    per_window: dict[str, list[np.ndarray]] = {}
-    token_parts, starts_all = [], []
-    next_frame = 0  # First frame whose token has not been kept yet.
-    for starts, specs in self.cqt_blocks(x, 1.0 / peak):
-      out = self.apply_windows(specs)
-      for name, value in out.items():
-        if name != "tokens":
-          per_window.setdefault(name, []).append(value)
-      if tokens:
-        for s, seq in zip(starts, out["tokens"]):
-          new = seq[max(next_frame - s, 0):]
-          token_parts.append(new)
-          next_frame = s + seq.shape[0]
-      starts_all.append(starts)
-
-    starts = np.concatenate(starts_all)
-    length = min(self.window, self.cqt.num_frames(x.size))
-    result = {}
-    for name, parts in per_window.items():
-      windows = np.concatenate(parts)
-      result[name] = windows.mean(axis=0)
-      result[f"{name}_windows"] = windows
-    result["timestamps"] = ((starts + (length - 1) / 2) * self.frame_seconds).astype(np.float32)
-    if tokens:
-      result["tokens"] = np.concatenate(token_parts)
-      result["token_timestamps"] = (np.arange(result["tokens"].shape[0]) * self.frame_seconds).astype(np.float32)
-    return result
+    return embed_many([self], waveform, sample_rate, tokens, allow_silence)[0]
 
   def embed_file(self, path, tokens: bool = False) -> dict[str, np.ndarray]:
     """An audio file (any format audio.load_audio reads) -> features; AudioError if unusable."""
     from mt2_jax.data import audio
     x = audio.load_audio(path, self.sample_rate)
     return self.embed(x, self.sample_rate, tokens=tokens)
+
+
+class _Collector:
+  """One model's outputs over a file's blocks of windows -> Embedder.embed's dict."""
+
+  def __init__(self, tokens: bool):
+    self.tokens = tokens
+    self.per_window: dict[str, list[np.ndarray]] = {}
+    self.token_parts: list[np.ndarray] = []
+    self.next_frame = 0  # First frame whose token has not been kept yet.
+
+  def add(self, starts: np.ndarray, out: dict[str, np.ndarray]) -> None:
+    for name, value in out.items():
+      if name != "tokens":
+        self.per_window.setdefault(name, []).append(value)
+    if self.tokens:
+      for s, seq in zip(starts, out["tokens"]):
+        self.token_parts.append(seq[max(self.next_frame - s, 0):])
+        self.next_frame = s + seq.shape[0]
+
+  def result(self, timestamps: np.ndarray, frame_seconds: float) -> dict[str, np.ndarray]:
+    result = {}
+    for name, parts in self.per_window.items():
+      windows = np.concatenate(parts)
+      result[name] = windows.mean(axis=0)
+      result[f"{name}_windows"] = windows
+    result["timestamps"] = timestamps
+    if self.tokens:
+      result["tokens"] = np.concatenate(self.token_parts)
+      result["token_timestamps"] = (np.arange(result["tokens"].shape[0]) * frame_seconds).astype(np.float32)
+    return result
+
+
+def embed_many(embedders, waveform: np.ndarray, sample_rate: int, tokens: bool = True,
+               allow_silence: bool = False) -> list[dict[str, np.ndarray]]:
+  """Embedder.embed of one waveform by several models, its CQT computed once.
+
+  The models must cut audio into the same windows (equal `windowing`: CQT,
+  window, crop, block and margin); probes of several runs use this so that
+  the CQT, most of the time spent on a file, is not repeated per model.
+  """
+  from mt2_jax.data import audio
+  first = embedders[0]
+  if any(e.windowing != first.windowing for e in embedders[1:]):
+    raise ValueError("embed_many: the models cut audio into different windows "
+                     "(CQT settings, segment_frames or crop_bins differ); embed with each alone")
+  x = audio.to_mono(np.asarray(waveform))
+  if x.size == 0:
+    raise audio.AudioError("empty: no samples")
+  x = audio.resample(x, int(sample_rate), first.sample_rate)
+  peak = _abs_max(x)
+  if not np.isfinite(peak):
+    raise audio.AudioError("non-finite samples (NaN or inf)")
+  if peak < 1e-6:
+    if not allow_silence:
+      raise audio.AudioError("silent: peak amplitude below 1e-6")
+    peak = 1.0
+
+  collectors = [_Collector(tokens) for _ in embedders]
+  starts_all = []
+  for starts, specs in first.cqt_blocks(x, 1.0 / peak):
+    for embedder, collector in zip(embedders, collectors):
+      collector.add(starts, embedder.apply_windows(specs))
+    starts_all.append(starts)
+  starts = np.concatenate(starts_all)
+  length = min(first.window, first.cqt.num_frames(x.size))
+  timestamps = ((starts + (length - 1) / 2) * first.frame_seconds).astype(np.float32)
+  return [c.result(timestamps, first.frame_seconds) for c in collectors]
 
 
 def load(workdir, step: int | None = None, **kwargs) -> Embedder:

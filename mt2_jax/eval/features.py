@@ -48,28 +48,50 @@ def extract_features(embedder, data_dir, rows, cache_path=None,
   head_<cpsd loss> ([n, 12]). A file the embedder rejects gets NaN features
   (and is left out of every task).
   """
+  return extract_features_many([(embedder, cache_path)], data_dir, rows, progress)[0]
+
+
+def extract_features_many(jobs, data_dir, rows, progress: bool = True) -> list[dict[str, np.ndarray]]:
+  """extract_features of several (embedder, cache_path) jobs, reading each file once.
+
+  Jobs whose cache is valid are loaded; the rest embed every file together
+  (embed.embed_many: one CQT per file for all of them), grouped by windowing.
+  """
   import tqdm
   from mt2_jax.data import audio
+  from mt2_jax.eval import embed
   files = [r["file"] for r in rows]
-  cache_path = storage.path(cache_path) if cache_path else None
-  if cache_path is not None:
-    cached = _load_cache(cache_path, files)
+  results = [None] * len(jobs)
+  todo: dict[tuple, list[int]] = {}
+  for j, (embedder, cache_path) in enumerate(jobs):
+    cached = _load_cache(storage.path(cache_path), files) if cache_path else None
     if cached is not None:
-      return cached
-  names = list(embedder.feature_names) + [f"head_{h}" for h in embedder.cpsd_heads]
-  dims = {n: (12 if n.startswith("head_") else embedder.width) for n in names}
-  out = {n: np.full((len(rows), dims[n]), np.nan, np.float32) for n in names}
-  for i, f in enumerate(tqdm.tqdm(files, unit="file", desc="features", disable=not progress)):
-    try:
-      feats = embedder.embed_file(storage.path(data_dir) / f)
-    except audio.AudioError as e:
-      logging.warning("skipped %s: %s", f, e)
-      continue
-    for n in names:
-      out[n][i] = feats[n]
-  if cache_path is not None:
-    _save_cache(cache_path, files, out)
-  return out
+      results[j] = cached
+    else:
+      todo.setdefault(embedder.windowing, []).append(j)
+  for group in todo.values():
+    embedders = [jobs[j][0] for j in group]
+    outs = []
+    for e in embedders:
+      names = list(e.feature_names) + [f"head_{h}" for h in e.cpsd_heads]
+      outs.append({n: np.full((len(rows), 12 if n.startswith("head_") else e.width), np.nan, np.float32)
+                   for n in names})
+    for i, f in enumerate(tqdm.tqdm(files, unit="file", disable=not progress,
+                                    desc=f"features ({len(group)} model{'s' * (len(group) > 1)})")):
+      try:
+        x = audio.load_audio(storage.path(data_dir) / f, embedders[0].sample_rate)
+        feats = embed.embed_many(embedders, x, embedders[0].sample_rate, tokens=False)
+      except audio.AudioError as e:
+        logging.warning("skipped %s: %s", f, e)
+        continue
+      for out, feat in zip(outs, feats):
+        for n in out:
+          out[n][i] = feat[n]
+    for j, out in zip(group, outs):
+      if jobs[j][1]:
+        _save_cache(storage.path(jobs[j][1]), files, out)
+      results[j] = out
+  return results
 
 
 def _extract_tracks(name: str, track_fn, dim: int, sample_rate: int, data_dir, rows, cache_path,
@@ -107,4 +129,5 @@ def extract_mfcc(data_dir, rows, sample_rate: int, cache_path=None, progress: bo
                          data_dir, rows, cache_path, progress)
 
 
-__all__ = ["data_fingerprint", "extract_chroma", "extract_features", "extract_mfcc"]
+__all__ = ["data_fingerprint", "extract_chroma", "extract_features", "extract_features_many",
+           "extract_mfcc"]

@@ -77,7 +77,8 @@ import numpy as np
 
 from mt2_jax import storage
 from mt2_jax.eval import embed as embed_lib
-from mt2_jax.eval.features import data_fingerprint, extract_chroma, extract_features, extract_mfcc
+from mt2_jax.eval.features import (data_fingerprint, extract_chroma, extract_features,
+                                   extract_features_many, extract_mfcc)
 from mt2_jax.eval.linear import fit_linear_probe, linear_r2, probe_feature
 from mt2_jax.eval.references import (KK_MAJOR, KK_MINOR, kk_key, kk_key_scores, track_chroma,
                                      track_mfcc, zero_shot_key)
@@ -185,26 +186,26 @@ def probe_runs(workdirs: Mapping[str, Any], data_dir, tasks: Sequence[str] = ("k
     raise ValueError("probe_runs: no runs")
   rows = read_examples(data_dir)
   fp = data_fingerprint(data_dir, rows)
-  results, extra = [], []
-  for i, (name, workdir) in enumerate(workdirs.items()):
-    cache = storage.path(workdir) / "probe_cache"
+  # Every model's features in one pass over the audio (one CQT per file).
+  jobs = []
+  for name, workdir in workdirs.items():
     embedder = (embedders or {}).get(name) or embed_lib.Embedder.from_run(workdir, step)
-    feats = extract_features(embedder, data_dir, rows, cache / f"features_step{embedder.step}_{fp}.npz",
-                             progress)
-    results += probe_features(name, feats, rows, tasks, embedder.feature_names,
+    cache = storage.path(workdir) / "probe_cache"
+    jobs.append((name, embedder, cache / f"features_step{embedder.step}_{fp}.npz"))
+  # The first run's config and CQT make the references, reported after every run's rows.
+  first_name, first, _ = jobs[0]
+  first_cache = storage.path(workdirs[first_name]) / "probe_cache"
+  if untrained:
+    jobs.append((f"{first_name} (untrained)", embed_lib.Embedder.untrained(first.config),
+                 first_cache / f"features_untrained_{fp}.npz"))
+  feats = extract_features_many([(e, c) for _, e, c in jobs], data_dir, rows, progress)
+  results = []
+  for (name, embedder, _), f in zip(jobs, feats):
+    results += probe_features(name, f, rows, tasks, embedder.feature_names,
                               head_omegas(embedder.config))
-    if i:
-      continue
-    # The first run's config and CQT make the references: computed while its
-    # embedder is at hand, reported after every run's rows.
-    if untrained:
-      ref = embed_lib.Embedder.untrained(embedder.config)
-      ref_feats = extract_features(ref, data_dir, rows, cache / f"features_untrained_{fp}.npz", progress)
-      extra += probe_features(f"{name} (untrained)", ref_feats, rows, tasks, ref.feature_names,
-                              head_omegas(ref.config))
-    if references:
-      extra += reference_rows(data_dir, rows, embedder.cqt, cache, tasks, progress)
-  return results + extra
+  if references:
+    results += reference_rows(data_dir, rows, first.cqt, first_cache, tasks, progress)
+  return results
 
 
 def probe_run(workdir, data_dir, tasks: Sequence[str] = ("key",), step: int | None = None,

@@ -24,14 +24,14 @@ from mt2_jax.model.backbone import (CLASS_TOKEN_INITS, NUM_PITCH_CLASSES, PATCH_
 from mt2_jax.model.heads import (EQUIVARIANT_HEADS, LOSS_KINDS, PROJECTORS, ContrastiveHead,
                                  EquivariantHead, HeadSpec)
 from mt2_jax.model.layers import (ATTENTION_IMPLEMENTATIONS, LAYERSCALE_TOKENS, EncoderBlock,
-                                  SelfAttention, attention_implementation)
+                                  ClassAttentionBlock, SelfAttention, attention_implementation)
 from mt2_jax.model.mt2 import (MT2, VARIANTS, abstract_variables, build_model, count_params, head_specs,
                               model_dims)
 from mt2_jax.sharding import LOGICAL_AXIS_RULES, logical_axis_rules, param_shardings
 
 __all__ = [
     "ATTENTION_IMPLEMENTATIONS", "CLASS_TOKEN_INITS", "EQUIVARIANT_HEADS", "LAYERSCALE_TOKENS",
-    "LOGICAL_AXIS_RULES", "LOSS_KINDS", "MT2",
+    "LOGICAL_AXIS_RULES", "LOSS_KINDS", "MT2", "ClassAttentionBlock",
     "NUM_PITCH_CLASSES", "PATCH_EMBEDS", "PROJECTORS", "VARIANTS", "ContrastiveHead", "EncoderBlock",
     "EquivariantHead", "HeadSpec", "PitchEmbed", "SelfAttention", "ViT1D", "abstract_variables",
     "attention_implementation", "build_model", "count_params", "head_specs", "logical_axis_rules",

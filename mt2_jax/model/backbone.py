@@ -10,7 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mt2_jax.model.layers import ZEROS, EncoderBlock, layer_norm, logical_init
+from mt2_jax.model.layers import ZEROS, ClassAttentionBlock, EncoderBlock, layer_norm, logical_init
 
 from mt2_jax.keys import NUM_PITCH_CLASSES
 
@@ -84,6 +84,10 @@ class ViT1D(nn.Module):
   pitch_channels: int | None = None  # c of PitchEmbed; None: pitch_embed_channels' default.
   layerscale: float = 0.0  # EncoderBlock.layerscale; 0: no LayerScale (the paper).
   layerscale_tokens: str = "all"  # EncoderBlock.layerscale_tokens.
+  # 0: class tokens join the frames at the first block (the paper). n > 0: the
+  # blocks see the frames only, then each class token reads their output with
+  # n ClassAttentionBlocks of its own (CaiT), so the tokens are two features.
+  class_blocks: int = 0
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
@@ -97,19 +101,8 @@ class ViT1D(nn.Module):
     # One token per frame: the frame's column of bins, projected to d.
     x = jnp.swapaxes(x, 1, 2).astype(self.dtype)  # [B, T, bins]
     frames_btd = self._embed_frames(x)
-
-    # Class token = learnable vector (+ mean of the projected frames with
-    # 'mean', taken before the positional embedding so that it does not depend
-    # on where a window sits in the table; T may be shorter than num_frames).
-    cls_vectors = self.param(
-        "cls", logical_init(nn.initializers.normal(0.02), "classes", "embed"),
-        (num_classes, self.width), jnp.float32)
-    cls_bkd = jnp.broadcast_to(cls_vectors.astype(self.dtype)[None], (batch, num_classes, self.width))
-    if self.class_token_init == "mean":
-      cls_bkd = cls_bkd + jnp.mean(frames_btd, axis=1, keepdims=True)  # + frame mean [B, 1, d]
-    elif self.class_token_init != "vector":
-      raise ValueError(f"class_token_init must be one of {CLASS_TOKEN_INITS}, "
-                       f"got {self.class_token_init!r}")
+    if not self.class_blocks:  # Before the position embedding (_class_tokens).
+      cls_bkd = self._class_tokens(batch, frames_btd)
 
     # Position embedding on frame tokens only: class tokens are told apart by
     # their own learnable vector already, so a position for them would be a
@@ -120,15 +113,30 @@ class ViT1D(nn.Module):
         (self.num_frames, self.width), jnp.float32)
     frames_btd = frames_btd + posemb[:frames].astype(self.dtype)[None]
 
-    h = jnp.concatenate([cls_bkd, frames_btd], axis=1)  # [B, K + T, d]
-    mask = self._attention_mask(num_classes, frames)
-
     block = nn.remat(EncoderBlock, static_argnums=(3,)) if self.remat else EncoderBlock
-    for i in range(self.depth):
-      h = block(self.num_heads, self.mlp_dim, dtype=self.dtype, dropout=self.dropout,
-                attention=self.attention, layerscale=self.layerscale,
-                layerscale_tokens=self.layerscale_tokens, num_class_tokens=num_classes,
-                name=f"block{i:02d}")(h, mask, train)
+    if self.class_blocks:  # The blocks see frames only; the class tokens come after them.
+      h = frames_btd
+      for i in range(self.depth):
+        h = block(self.num_heads, self.mlp_dim, dtype=self.dtype, dropout=self.dropout,
+                  attention=self.attention, layerscale=self.layerscale, name=f"block{i:02d}")(
+                      h, None, train)
+      cls_bkd = self._class_tokens(batch, h)
+      tokens = []
+      for k, name in enumerate(self.class_tokens):
+        c = cls_bkd[:, k:k + 1]
+        for j in range(self.class_blocks):
+          c = ClassAttentionBlock(self.num_heads, self.mlp_dim, dtype=self.dtype,
+                                  dropout=self.dropout, name=f"cls_{name}_block{j:02d}")(c, h, train)
+        tokens.append(c)
+      h = jnp.concatenate(tokens + [h], axis=1)
+    else:
+      h = jnp.concatenate([cls_bkd, frames_btd], axis=1)  # [B, K + T, d]
+      mask = self._attention_mask(num_classes, frames)
+      for i in range(self.depth):
+        h = block(self.num_heads, self.mlp_dim, dtype=self.dtype, dropout=self.dropout,
+                  attention=self.attention, layerscale=self.layerscale,
+                  layerscale_tokens=self.layerscale_tokens, num_class_tokens=num_classes,
+                  name=f"block{i:02d}")(h, mask, train)
     h = layer_norm("final_norm", self.dtype)(h)
 
     out = {f"cls_{name}": h[:, i] for i, name in enumerate(self.class_tokens)}
@@ -136,6 +144,23 @@ class ViT1D(nn.Module):
     out["tokens"] = h[:, num_classes:]
     out["tokens_mean"] = jnp.mean(out["tokens"], axis=1)
     return out
+
+  def _class_tokens(self, batch: int, frames_btd):
+    """[B, K, d]: each token's learnable vector (+ the mean of `frames_btd` with
+    'mean': the projected frames before the position embedding, so that it does
+    not depend on where a window sits in the table; the blocks' output frames
+    with class_blocks)."""
+    cls_vectors = self.param(
+        "cls", logical_init(nn.initializers.normal(0.02), "classes", "embed"),
+        (len(self.class_tokens), self.width), jnp.float32)
+    cls_bkd = jnp.broadcast_to(cls_vectors.astype(self.dtype)[None],
+                               (batch, len(self.class_tokens), self.width))
+    if self.class_token_init == "mean":
+      return cls_bkd + jnp.mean(frames_btd, axis=1, keepdims=True)  # + frame mean [B, 1, d]
+    if self.class_token_init != "vector":
+      raise ValueError(f"class_token_init must be one of {CLASS_TOKEN_INITS}, "
+                       f"got {self.class_token_init!r}")
+    return cls_bkd
 
   def _embed_frames(self, x_btk):
     """[B, T, bins] -> [B, T, d]: dense, pitch-structured, or both side by side."""

@@ -192,3 +192,41 @@ class EncoderBlock(nn.Module):
     h = layer_norm("ln2", self.dtype)(x)
     h = MlpBlock(self.mlp_dim, dtype=self.dtype, dropout=self.dropout, name="mlp")(h, train=train)
     return x + nn.Dropout(self.dropout, deterministic=not train)(self._scale("ls2", h))
+
+
+class ClassAttentionBlock(nn.Module):
+  """One class token reads the frames with its own weights (CaiT's class attention).
+
+  x_cls + MHA(q = LN(x_cls), k = v = LN([x_cls; frames])), then + MLP(LN(.)).
+  The frames are not updated. Each class token gets its own stack of these
+  (ViT1D.class_blocks), so the tokens are different functions of the same
+  frames rather than one shared readout plus a per-token offset.
+  """
+  num_heads: int
+  mlp_dim: int
+  dtype: Any = jnp.float32
+  dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, cls_b1d, frames_btd, train: bool = False):
+    """cls_b1d: [B, 1, d]; frames_btd: [B, T, d]. -> [B, 1, d]."""
+    d = cls_b1d.shape[-1]
+    n, h = self.num_heads, d // self.num_heads
+    norm = layer_norm("ln1", self.dtype)
+    u = norm(jnp.concatenate([cls_b1d, frames_btd], axis=1))  # [B, 1 + T, d]
+    q = _Einsum("bld,dnh->bnlh", kernel_shape=(d, n, h), kernel_axes=("embed", "heads", "kv"),
+                bias_axes=("heads", "kv"), bias_broadcast=(None, slice(None), None, slice(None)),
+                dtype=self.dtype, name="q")(u[:, :1])
+    kv = _Einsum("bld,dsnh->sbnlh", kernel_shape=(d, 2, n, h),
+                 kernel_axes=("embed", "qkv", "heads", "kv"), bias_axes=("qkv", "heads", "kv"),
+                 bias_broadcast=(slice(None), None, slice(None), None), dtype=self.dtype,
+                 name="kv")(u)
+    scores = jnp.einsum("bnlh,bnmh->bnlm", q * jnp.asarray(h ** -0.5, self.dtype), kv[0])
+    probs = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(self.dtype)
+    o = jnp.einsum("bnlm,bnmh->bnlh", probs, kv[1])
+    o = _Einsum("bnlh,nhd->bld", kernel_shape=(n, h, d), kernel_axes=("heads", "kv", "embed"),
+                bias_axes=("embed",), bias_broadcast=(None, None), dtype=self.dtype, name="out")(o)
+    x = cls_b1d + nn.Dropout(self.dropout, deterministic=not train)(o)
+    y = MlpBlock(self.mlp_dim, dtype=self.dtype, dropout=self.dropout, name="mlp")(
+        layer_norm("ln2", self.dtype)(x), train=train)
+    return x + nn.Dropout(self.dropout, deterministic=not train)(y)

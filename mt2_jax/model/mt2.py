@@ -83,6 +83,7 @@ def build_model(config) -> MT2:
       pitch_channels=config.model.get("pitch_channels", None),
       layerscale=config.model.get("layerscale", 0.0),
       layerscale_tokens=config.model.get("layerscale_tokens", "all"),
+      class_blocks=config.model.get("class_blocks", 0),
       name="backbone")
   return MT2(backbone=backbone, heads=head_specs(config))
 
