@@ -38,15 +38,26 @@ def _cost_flops(compiled) -> float | None:
 
 
 def analytic_forward_flops(width: int, depth: int, mlp_dim: int, num_bins: int, frames: int,
-                           num_classes: int) -> int:
-  """2 x multiply-adds of one view's backbone forward (matmuls and attention only)."""
-  length = num_classes + frames
+                           num_classes: int, class_blocks: int = 0) -> int:
+  """2 x multiply-adds of one view's backbone forward (matmuls and attention only).
+
+  class_blocks (model.class_blocks): 0, the class tokens go through every block
+  with the frames; n, the blocks see the frames only and each class token has
+  n class-attention blocks (one query over 1 + frames keys).
+  """
+  length = frames + (0 if class_blocks else num_classes)
   per_block = (
       2 * length * width * 3 * width  # q, k, v
       + 2 * 2 * length * length * width  # q k^T and attention @ v
       + 2 * length * width * width  # output projection
       + 2 * 2 * length * width * mlp_dim)  # MLP
-  return 2 * frames * num_bins * width + depth * per_block
+  keys = 1 + frames
+  per_class_block = (
+      2 * width * width + 2 * keys * width * 2 * width  # q of the token, k and v of every token
+      + 2 * 2 * keys * width  # one row of scores, and its weighted sum of values
+      + 2 * width * width + 2 * 2 * width * mlp_dim)  # output projection, MLP
+  return (2 * frames * num_bins * width + depth * per_block
+          + num_classes * class_blocks * per_class_block)
 
 
 def _abstract_batch(config, tracks: int):
@@ -72,7 +83,7 @@ def summarize(config, compiled_flops: bool = True) -> dict:
   outputs = {name: ["B", *s.shape[1:]] for name, s in shapes.items()}
 
   analytic = analytic_forward_flops(variant["width"], variant["depth"], variant["mlp_dim"], bins, frames,
-                                    len(class_tokens))
+                                    len(class_tokens), config.model.get("class_blocks", 0))
   info = {
       "variant": config.model.variant,
       **variant,

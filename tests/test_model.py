@@ -74,7 +74,7 @@ def test_pinned_parameter_counts(variant):
 def test_each_extra_class_token_costs_one_vector():
   counts = {}
   for k in (1, 2, 3):
-    config = _config("variant=tiny", tokens=tuple(f"t{i}" for i in range(k)),
+    config = _config("variant=tiny,model.class_blocks=0", tokens=tuple(f"t{i}" for i in range(k)),
                      cpsd=dict(kind="cpsd", token="t0", weight=1.0, omega=7 / 12), ntxent=None)
     params = model_lib.abstract_variables(model_lib.build_model(config), 84, 646)["params"]
     counts[k] = model_lib.count_params(params["backbone"])
@@ -162,7 +162,7 @@ def test_bfloat16_forward_is_close_to_float32():
 
 def _loss_grads(attention, remat=False):
   """Gradients of each loss term (cpsd, ntxent) w.r.t. all parameters."""
-  config = _config()
+  config = _config("runlocal,frames=16,model.class_blocks=0")  # Class tokens in the blocks.
   config.model.class_token_attention = attention
   config.model.remat = remat
   config.losses.ntxent.projector = "mlp"
@@ -219,7 +219,7 @@ def test_remat_gives_the_same_gradients(full_grads):
 
 def test_isolated_tokens_do_not_depend_on_the_other_tokens():
   x = _views(b=2)
-  config = _config()
+  config = _config("runlocal,frames=16,model.class_blocks=0")
   config.model.class_token_attention = "isolated"
   model2 = model_lib.build_model(config)
   params2 = _params(model2)
@@ -356,7 +356,8 @@ def test_layerscale_on_frames_only_leaves_class_tokens_unscaled():
 @pytest.mark.parametrize("init, depends_on_input", [("mean", True), ("vector", False)])
 def test_class_token_init(init, depends_on_input):
   """With blocks at the identity, a class token is its start: vector (+ the frame mean)."""
-  config = _config(f"runlocal,frames=16,model.class_token_init={init},model.layerscale_tokens=all")
+  config = _config(f"runlocal,frames=16,model.class_token_init={init},model.layerscale_tokens=all,"
+                   "model.class_blocks=0")
   model = model_lib.build_model(config)
   params = jax.tree_util.tree_map_with_path(
       lambda path, v: (np.full_like(v, 1e-7) if jax.tree_util.keystr(path).endswith(("['ls1']", "['ls2']"))
@@ -370,7 +371,8 @@ def test_class_token_init(init, depends_on_input):
 @pytest.mark.parametrize("patch_embed", ["pitch", "hybrid"])
 def test_pitch_structured_models_count_their_parameters(patch_embed):
   """tiny: the dense part shrinks by the pitch part's 12c dims; LayerScale adds 2d per block."""
-  config = _config(f"variant=tiny,model.patch_embed={patch_embed},model.layerscale=0.01")
+  config = _config(f"variant=tiny,model.patch_embed={patch_embed},model.layerscale=0.01,"
+                   "model.class_blocks=0")
   params = model_lib.abstract_variables(model_lib.build_model(config), 84, 646)["params"]
   d, depth = 192, 12
   c = model_lib.pitch_embed_channels(patch_embed, d)

@@ -2,9 +2,11 @@
 
 Input: a cropped CQT `x` of shape [B, num_bins, T] (84 bins, T <= num_frames).
 One token per time frame (a `Linear(num_bins -> d)` of the frame's column),
-learned absolute positional embedding on the frame tokens, K class tokens
-(learnable vector + mean of the projected frames) prepended, pre-LayerNorm
-blocks, final LayerNorm (docs/design.md §1.3).
+learned absolute positional embedding on the frame tokens, pre-LayerNorm
+blocks, final LayerNorm; K class tokens (learnable vector + mean of the
+frames) either prepended to the frames for every block (the paper) or reading
+the blocks' output with class-attention blocks of their own (the default,
+`model.class_blocks`; docs/design.md §1.3).
 
 `MT2.__call__` returns a dict of named outputs, all after the final LayerNorm:
   cls_<name>   [B, d]   one per class token, in config order

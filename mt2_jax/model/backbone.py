@@ -1,8 +1,10 @@
 """The ViT-1D backbone: [B, num_bins, T] -> named features (docs/design.md §1.3).
 
 One token per CQT frame (dense, pitch-structured or both), K named class
-tokens (learnable vector + mean of the projected frames), pre-LayerNorm
-blocks, final LayerNorm."""
+tokens (learnable vector + mean of the frames), pre-LayerNorm blocks, final
+LayerNorm. The class tokens either go through the blocks with the frames (the
+paper, class_blocks=0) or read the blocks' output frames with class-attention
+blocks of their own (CaiT, class_blocks=n; the default, docs/design.md §1.3)."""
 
 from typing import Any, Sequence
 
@@ -115,6 +117,9 @@ class ViT1D(nn.Module):
 
     block = nn.remat(EncoderBlock, static_argnums=(3,)) if self.remat else EncoderBlock
     if self.class_blocks:  # The blocks see frames only; the class tokens come after them.
+      if self.class_token_attention != "full":
+        raise ValueError("class_token_attention restricts class tokens inside the blocks; with "
+                         "class_blocks they are not there, so leave it 'full'")
       h = frames_btd
       for i in range(self.depth):
         h = block(self.num_heads, self.mlp_dim, dtype=self.dtype, dropout=self.dropout,
