@@ -117,7 +117,8 @@ EXPERIMENTS = {
 }
 # The curves of docs/experiments_cpsd.png (OUT/cpsd_curves.png); all rows when none ran.
 PLOTTED = ("eq_paper", "eq_hybrid", "eq_hybrid_hinge", "mt2_hybrid", "mt2_hybrid_shiftpos",
-           "mt2_hinge_w96_mlp", "eq_hinge_w96", "mt2_ls_frames", "eq_ls_frames", "mt2_nols")
+           "mt2_hinge_w96_mlp", "eq_hinge_w96", "mt2_ls_frames", "eq_ls_frames", "mt2_nols",
+           "mt2_cait", "eq_cait")
 # The token-count ablation at the demo's size with the defaults (launch/sweep_tokens.py --demo).
 SWEEP = {
     "k1_equivariant": ("equivariant_only", {}),
