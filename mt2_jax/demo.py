@@ -2,7 +2,7 @@
 
 `mt2 demo` (mt2_jax/cli/demo.py) runs it and prints the table:
 
-  mt2 demo                      # ./mt2_demo, about 30 minutes on a 2-core CPU
+  mt2 demo                      # ./mt2_demo, about 25 minutes on a 2-core CPU
   mt2 demo --out /tmp/d --preset smoke   # about a minute: the test suite's run
 
 Stages, each skipped when a previous run finished it:

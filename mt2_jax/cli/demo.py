@@ -1,6 +1,6 @@
 """`mt2 demo`: the whole pipeline on the built-in corpus, at CPU size, from scratch.
 
-  mt2 demo                      # ./mt2_demo, about 30 minutes on a 2-core CPU
+  mt2 demo                      # ./mt2_demo, about 25 minutes on a 2-core CPU
   mt2 demo --out /tmp/d --preset smoke   # about a minute: the test suite's run
 
 Renders the Bach-chorale corpus, prepares the CQT dataset of its training
