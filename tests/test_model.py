@@ -160,9 +160,11 @@ def test_bfloat16_forward_is_close_to_float32():
     assert np.mean(np.abs(low - ref)) > 0, name  # The bfloat16 path really ran in bfloat16.
 
 
-def _loss_grads(attention, remat=False):
-  """Gradients of each loss term (cpsd, ntxent) w.r.t. all parameters."""
-  config = _config("runlocal,frames=16,model.class_blocks=0")  # Class tokens in the blocks.
+def _loss_grads(attention="full", remat=False, class_blocks=0):
+  """(model, params, gradients of each loss term (cpsd, ntxent) w.r.t. all parameters).
+
+  class_blocks 0 (default here): the class tokens go through the blocks."""
+  config = _config(f"runlocal,frames=16,model.class_blocks={class_blocks}")
   config.model.class_token_attention = attention
   config.model.remat = remat
   config.losses.ntxent.projector = "mlp"
@@ -172,12 +174,13 @@ def _loss_grads(attention, remat=False):
   batch = _batch()
   terms = lambda p: jnp.stack([loss_fn(p, batch, None)[1][name] for name in ("cpsd", "ntxent")])
   jac = jax.jit(jax.jacrev(terms))(params)
-  return {name: jax.tree_util.tree_map(lambda g: g[i], jac) for i, name in enumerate(("cpsd", "ntxent"))}
+  return model, params, {name: jax.tree_util.tree_map(lambda g: g[i], jac)
+                         for i, name in enumerate(("cpsd", "ntxent"))}
 
 
 @pytest.fixture(scope="module")
 def full_grads():
-  return _loss_grads("full")
+  return _loss_grads("full")[2]
 
 
 def _norm(tree):
@@ -186,7 +189,7 @@ def _norm(tree):
 
 @pytest.mark.parametrize("attention", ["full", "isolated"])
 def test_gradients_reach_only_the_bound_head(attention, full_grads):
-  grads = full_grads if attention == "full" else _loss_grads(attention)
+  grads = full_grads if attention == "full" else _loss_grads(attention)[2]
   for loss, other in (("cpsd", "ntxent"), ("ntxent", "cpsd")):
     g = grads[loss]
     assert _norm(g[f"head_{loss}"]) > 0
@@ -206,7 +209,7 @@ def test_gradients_reach_only_the_bound_head(attention, full_grads):
 
 
 def test_remat_gives_the_same_gradients(full_grads):
-  remat = _loss_grads("full", remat=True)
+  remat = _loss_grads("full", remat=True)[2]
   # Recomputing the forward pass reorders float32 sums: a gradient that is a
   # small sum of many large terms (a bias shared by every bin and frame) moves
   # by ~1e-6, so the absolute tolerance follows the largest gradient of the loss.
@@ -447,25 +450,11 @@ def test_class_attention_is_the_class_rows_of_self_attention():
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.fixture(scope="module")
-def class_block_grads():
-  config = _config("runlocal,frames=16,model.class_blocks=1")
-  config.losses.ntxent.projector = "mlp"
-  model = model_lib.build_model(config)
-  params = _params(model)
-  loss_fn = objective.make_loss_fn(config, model)
-  batch = _batch()
-  terms = lambda p: jnp.stack([loss_fn(p, batch, None)[1][name] for name in ("cpsd", "ntxent")])
-  jac = jax.jit(jax.jacrev(terms))(params)
-  return model, params, {name: jax.tree_util.tree_map(lambda g: g[i], jac)
-                         for i, name in enumerate(("cpsd", "ntxent"))}
-
-
-def test_class_blocks_give_each_token_its_own_weights(class_block_grads):
+def test_class_blocks_give_each_token_its_own_weights():
   """With model.class_blocks each loss trains its own token's class block and the
   shared frame blocks, never the other token's class block; frames do not see
   the class tokens."""
-  model, params, grads = class_block_grads
+  model, params, grads = _loss_grads(class_blocks=1)
   own = {"cpsd": "equivariant", "ntxent": "contrastive"}
   for loss, token in own.items():
     other = own["ntxent" if loss == "cpsd" else "cpsd"]
