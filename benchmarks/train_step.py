@@ -113,7 +113,8 @@ def bench_config(variant: str, frames: int, tracks: int, dtype: str = "float32",
   alternating kind, bound to it. The architecture is the paper's (the `paper`
   preset), the one `torch_reference.py` implements, so both sides do the same
   arithmetic; the defaults' hybrid embedding, LayerScale and MLP projector add
-  well under 1% of a tiny step's FLOPs.
+  well under 1% of a tiny step's FLOPs, their class-attention blocks 1.4% of
+  the forward at 646 frames (mt2_jax.info).
   """
   config = config_defaults.base_config()
   config_defaults.paper(config)
