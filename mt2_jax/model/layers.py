@@ -212,8 +212,7 @@ class ClassAttentionBlock(nn.Module):
     """cls_b1d: [B, 1, d]; frames_btd: [B, T, d]. -> [B, 1, d]."""
     d = cls_b1d.shape[-1]
     n, h = self.num_heads, d // self.num_heads
-    norm = layer_norm("ln1", self.dtype)
-    u = norm(jnp.concatenate([cls_b1d, frames_btd], axis=1))  # [B, 1 + T, d]
+    u = layer_norm("ln1", self.dtype)(jnp.concatenate([cls_b1d, frames_btd], axis=1))  # [B, 1 + T, d]
     q = _Einsum("bld,dnh->bnlh", kernel_shape=(d, n, h), kernel_axes=("embed", "heads", "kv"),
                 bias_axes=("heads", "kv"), bias_broadcast=(None, slice(None), None, slice(None)),
                 dtype=self.dtype, name="q")(u[:, :1])
