@@ -42,6 +42,10 @@ def runlocal_mt2():
 
 def small_config(data_dir, overrides=None, **kw):
   config = runlocal_mt2()
+  # What these tests check (resume, signals, metrics, checkpoints) does not depend
+  # on where the class tokens meet the frames; without class-attention blocks the
+  # step compiles ~1/3 faster (test_model.py and the sharding test cover them).
+  config.model.class_blocks = 0
   config.data_dir = data_dir
   config.data.segment_frames = 32
   config.total_steps = 12
@@ -189,7 +193,8 @@ def test_two_processes_give_the_losses_of_one(data_dir, tmp_path):
   import subprocess
   import sys
   overrides = ["--config.data.segment_frames=32", "--config.total_steps=6", "--config.log_every=2",
-               "--config.checkpoint_every=3", f"--config.data_dir={data_dir}", "--noprogress"]
+               "--config.checkpoint_every=3", f"--config.data_dir={data_dir}", "--noprogress",
+               "--config.model.class_blocks=0"]  # As small_config: compiles faster.
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   mt2 = [sys.executable, "-m", "mt2_jax.cli", "train", "--config=configs/mt2.py:runlocal"]
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
