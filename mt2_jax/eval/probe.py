@@ -193,8 +193,8 @@ def probe_runs(workdirs: Mapping[str, Any], data_dir, tasks: Sequence[str] = ("k
     cache = storage.path(workdir) / "probe_cache"
     jobs.append((name, embedder, cache / f"features_step{embedder.step}_{fp}.npz"))
   # The first run's config and CQT make the references, reported after every run's rows.
-  first_name, first, _ = jobs[0]
-  first_cache = storage.path(workdirs[first_name]) / "probe_cache"
+  first_name, first, first_features = jobs[0]
+  first_cache = first_features.parent
   if untrained:
     jobs.append((f"{first_name} (untrained)", embed_lib.Embedder.untrained(first.config),
                  first_cache / f"features_untrained_{fp}.npz"))

@@ -115,16 +115,23 @@ class ViT1D(nn.Module):
         (self.num_frames, self.width), jnp.float32)
     frames_btd = frames_btd + posemb[:frames].astype(self.dtype)[None]
 
-    block = nn.remat(EncoderBlock, static_argnums=(3,)) if self.remat else EncoderBlock
     if self.class_blocks:  # The blocks see frames only; the class tokens come after them.
       if self.class_token_attention != "full":
         raise ValueError("class_token_attention restricts class tokens inside the blocks; with "
                          "class_blocks they are not there, so leave it 'full'")
-      h = frames_btd
-      for i in range(self.depth):
-        h = block(self.num_heads, self.mlp_dim, dtype=self.dtype, dropout=self.dropout,
-                  attention=self.attention, layerscale=self.layerscale, name=f"block{i:02d}")(
-                      h, None, train)
+      h, mask, in_blocks = frames_btd, None, 0
+    else:
+      h = jnp.concatenate([cls_bkd, frames_btd], axis=1)  # [B, K + T, d]
+      mask, in_blocks = self._attention_mask(num_classes, frames), num_classes
+
+    block = nn.remat(EncoderBlock, static_argnums=(3,)) if self.remat else EncoderBlock
+    for i in range(self.depth):
+      h = block(self.num_heads, self.mlp_dim, dtype=self.dtype, dropout=self.dropout,
+                attention=self.attention, layerscale=self.layerscale,
+                layerscale_tokens=self.layerscale_tokens, num_class_tokens=in_blocks,
+                name=f"block{i:02d}")(h, mask, train)
+
+    if self.class_blocks:  # Each class token reads the blocks' output frames h [B, T, d].
       cls_bkd = self._class_tokens(batch, h)
       tokens = []
       for k, name in enumerate(self.class_tokens):
@@ -134,14 +141,6 @@ class ViT1D(nn.Module):
                                   dropout=self.dropout, name=f"cls_{name}_block{j:02d}")(c, h, train)
         tokens.append(c)
       h = jnp.concatenate(tokens + [h], axis=1)
-    else:
-      h = jnp.concatenate([cls_bkd, frames_btd], axis=1)  # [B, K + T, d]
-      mask = self._attention_mask(num_classes, frames)
-      for i in range(self.depth):
-        h = block(self.num_heads, self.mlp_dim, dtype=self.dtype, dropout=self.dropout,
-                  attention=self.attention, layerscale=self.layerscale,
-                  layerscale_tokens=self.layerscale_tokens, num_class_tokens=num_classes,
-                  name=f"block{i:02d}")(h, mask, train)
     h = layer_norm("final_norm", self.dtype)(h)
 
     out = {f"cls_{name}": h[:, i] for i, name in enumerate(self.class_tokens)}
