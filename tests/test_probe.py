@@ -364,3 +364,73 @@ def test_phase_readout_inverts_the_circle():
   assert probe.phase_class(y[None])[0] != y.argmax()
   with pytest.raises(ValueError):
     probe.phase_class(eye, 2 / 12)  # No readout: 2 shares a factor with 12.
+
+
+def test_scores_keep_their_tracks_and_kinds_of_key_error():
+  c, g, am, cm, fs = (probe.key_class(k) for k in ("C major", "G major", "A minor", "C minor",
+                                                   "F# major"))
+  s = probe.score("key", np.array([c] * 5), np.array([c, g, am, cm, fs]), np.arange(10, 15))
+  assert s["key_errors"] == {"correct": 1, "fifth": 1, "relative": 1, "parallel": 1, "other": 1}
+  assert s["tracks"] == [10, 11, 12, 13, 14]
+  np.testing.assert_allclose(s["per_track"]["key"], [1.0, 0.5, 0.3, 0.2, 0.0])
+  assert "tracks" not in probe.score("key", np.array([c]), np.array([c]))  # Only when asked.
+  # A probe's row names the test rows it scored, as indices into the task's rows.
+  task = probe.task_data("key", key_rows())
+  feats = np.random.default_rng(0).standard_normal((len(key_rows()), 4))
+  row = probe.probe_feature(task, feats, max_steps=50)
+  np.testing.assert_array_equal(row["tracks"], task.index[task.split == "test"])
+  assert len(row["per_track"]["key_signature"]) == row["n_test"]
+
+
+def test_paired_difference_is_narrower_than_the_scores_intervals():
+  rng = np.random.default_rng(0)
+  hard = rng.random(50) < 0.5  # Tracks both features get wrong half the time...
+  a = np.where(hard, rng.random(50) < 0.3, 1.0)  # ...a is right on every easy one,
+  b = a.copy()
+  b[np.flatnonzero(a == 1)[:5]] = 0.0  # b misses 5 of a's hits and nothing else.
+  row = lambda v, tracks: {"tracks": list(tracks), "per_track": {"key": list(v)}, "key": v.mean()}
+  diff, ci = probe.paired_difference(row(a, range(50)), row(b, range(50)), "key")
+  assert diff == pytest.approx(0.1) and 0 < ci[0] < diff < ci[1]
+  # The two scores' own intervals overlap: unpaired, the difference would look like noise.
+  assert probe.bootstrap_ci(a)[0] < probe.bootstrap_ci(b)[1]
+  # Tracks are matched by id, not by position; tracks only one row scored are left out.
+  d2, _ = probe.paired_difference(row(a[::-1], range(49, -1, -1)), row(b[:40], range(40)), "key")
+  assert d2 == pytest.approx((a[:40] - b[:40]).mean())
+  assert probe.paired_difference(row(a, range(50)), {"key": 0.5}, "key") is None
+
+
+def test_findings_say_whether_a_difference_is_outside_the_noise():
+  results = demo_results()
+  n = 50
+  for r in results:  # Per-track scores: mt2's equivariant token right on 40 tracks, contrastive on 20.
+    if r["task"] == "key" and r["feature"] in ("cls_equivariant", "cls_contrastive") and r["model"] == "mt2":
+      hits = 40 if r["feature"] == "cls_equivariant" else 20
+      r.update(tracks=list(range(n)), per_track={"key": [1.0] * hits + [0.0] * (n - hits)})
+  items = probe.findings(results)
+  assert items[0]["diff"] == pytest.approx(0.4) and items[0]["sure"] is True
+  assert items[1]["diff"] is None and items[1]["sure"] is None  # The untrained row has no tracks.
+  text = probe.findings_markdown(items)
+  assert "difference +0.400" in text and "outside the noise" in text
+  for r in results:  # The same 30 hits each: no difference at all.
+    if "per_track" in r:
+      r["per_track"] = {"key": [1.0] * 30 + [0.0] * (n - 30)}
+  assert probe.findings(results)[0]["sure"] is False
+
+
+def test_seed_findings_counts_each_finding_over_seeds():
+  import importlib.util
+  import pathlib
+  path = pathlib.Path(__file__).resolve().parent.parent / "launch" / "seed_findings.py"
+  spec = importlib.util.spec_from_file_location("seed_findings", path)
+  seed_findings = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(seed_findings)
+  per_seed = {0: demo_results(), 1: demo_results({("mt2", "cls_contrastive", "key"): 0.85}),
+              2: demo_results({("mt2", "cls_equivariant", "key"): 0.7})}
+  text = seed_findings.report(per_seed)
+  lines = text.splitlines()
+  first = next(l for l in lines if l.startswith("| key: the equivariant token beats the contrastive"))
+  assert first.endswith("| 2/3 |") and "| no (0.800 vs 0.850) |" in first
+  assert next(l for l in lines if "chorale instrument: the contrastive token beats the "
+              "equivariant" in l).endswith("| 3/3 |")
+  # Mean over seeds (min-max) of MT2's equivariant token on key: 0.8, 0.8, 0.7.
+  assert "| mt2 | cls_equivariant | 0.767 (0.70-0.80) |" in text

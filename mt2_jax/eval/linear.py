@@ -97,7 +97,7 @@ def probe_feature(task: TaskData, features: np.ndarray, **fit_kwargs) -> dict[st
       x[parts["train"]], task.y[parts["train"]], x[parts["validation"]], task.y[parts["validation"]],
       len(task.classes), **fit_kwargs)
   pred = predict(x[parts["test"]]).argmax(1)
-  return {**score(task.name, task.y[parts["test"]], pred), **info,
+  return {**score(task.name, task.y[parts["test"]], pred, task.index[parts["test"]]), **info,
           "n_train": int(parts["train"].sum()), "n_test": int(parts["test"].sum())}
 
 

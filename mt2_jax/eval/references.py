@@ -41,7 +41,8 @@ def zero_shot_key(task: TaskData, profiles: np.ndarray, readout: str = "argmax",
   sig = np.array([keys.key_signature(int(c)) for c in task.y])
   train, test = task.split == "train", task.split == "test"
   r = keys.best_rotation(peak[train], sig[train])
-  return {**summarize({"key_signature": (peak[test] + r) % 12 == sig[test]}), "rotation": r,
+  return {**summarize({"key_signature": (peak[test] + r) % 12 == sig[test]}, task.index[test]),
+          "rotation": r,
           "n_train": int(train.sum()), "n_test": int(test.sum())}
 
 
@@ -60,7 +61,7 @@ def kk_key(task: TaskData, chroma: np.ndarray) -> dict[str, Any]:
   """The KK template estimator scored on the test split (no training); chroma [n_rows, 12]."""
   test = task.split == "test"
   pred = kk_key_scores(chroma[task.index[test]]).argmax(1)
-  return {**score("key", task.y[test], pred), "n_test": int(test.sum())}
+  return {**score("key", task.y[test], pred, task.index[test]), "n_test": int(test.sum())}
 
 
 # -- Track features of the references. ---------------------------------------------

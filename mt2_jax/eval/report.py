@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from mt2_jax import storage
-from mt2_jax.eval.tasks import ci_name
+from mt2_jax.eval.tasks import bootstrap_ci, ci_name
 
 COLUMNS = (("key", "key (MIREX)"), ("key_signature", "key signature (acc)"),
            ("instrument", "instrument (acc)"), ("chorale_instrument", "chorale instrument (acc)"),
@@ -85,69 +85,108 @@ def plot(results: Sequence[dict[str, Any]], path) -> None:
   plt.close(fig)
 
 
+def paired_difference(a: dict[str, Any], b: dict[str, Any], metric: str):
+  """(mean of a - b, its 95% bootstrap interval [lo, hi]) over the test tracks
+  both rows scored, or None.
+
+  a, b: result rows carrying 'tracks' and 'per_track' (tasks.summarize). The
+  two scores are compared track by track and the tracks resampled together,
+  so the interval is that of the difference: much narrower than the two
+  scores' own intervals when both features get the same tracks right.
+  """
+  if not all(metric in r.get("per_track", {}) for r in (a, b)):
+    return None
+  va, vb = (dict(zip(r["tracks"], r["per_track"][metric])) for r in (a, b))
+  d = np.array([va[t] - vb[t] for t in sorted(set(va) & set(vb))])
+  return (float(d.mean()), bootstrap_ci(d)) if d.size else None
+
+
 def findings(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
   """The paper's findings, checked in kind on `mt2 demo`'s results (its model names).
 
-  Each: {claim, a, a_label, b, b_label, holds}: the claim is a > b (a >= b
-  where it says "at least as good"); holds is None where a score is missing
-  (a task or model not probed). Scores are the headline metric of each task
-  (MIREX for key, accuracy otherwise), point estimates.
+  Each: {claim, a, a_label, b, b_label, holds, diff, diff_ci, sure}: the claim
+  is a > b (a >= b where it says "at least as good"); holds is None where a
+  score is missing (a task or model not probed). Scores are the headline
+  metric of each task (MIREX for key, accuracy otherwise), point estimates.
+  diff, diff_ci: a - b with its paired 95% interval over the test tracks
+  (paired_difference; None where a side has no per-track scores); sure:
+  whether that interval leaves out 0, i.e. the verdict is outside the noise
+  of the test set (None without an interval).
   """
   def get(model, feature, task):
-    return next((r[task] for r in results
+    return next((r for r in results
                  if (r["model"], r["feature"], r["task"]) == (model, feature, task) and task in r), None)
 
   def best(models, task, exclude=()):
-    """(score, 'model feature') of the best probed feature of any of models."""
-    scored = [(r[task], f"{r['model']} {r['feature']}") for r in results
+    """The row of the best probed feature of any of models (ties: the first), or None."""
+    scored = [r for r in results
               if r["model"] in models and r["task"] == task and task in r and r["feature"] not in exclude]
-    return max(scored, key=lambda s: s[0]) if scored else (None, " / ".join(models))  # Ties: first.
+    return max(scored, key=lambda r: r[task]) if scored else None
 
   out = []
 
-  def check(claim, a, b, at_least=False):
-    (a, a_label), (b, b_label) = a, b
-    holds = None if a is None or b is None else bool(a >= b if at_least else a > b)
-    out.append(dict(claim=claim, a=a, a_label=a_label, b=b, b_label=b_label, holds=holds))
+  def check(claim, task, a, b, at_least=False, labels=(None, None)):
+    """a, b: result rows (or None) scored on task; labels name fixed sides."""
+    label = lambda r, default: f"{r['model']} {r['feature']}" if r else default
+    va, vb = (r[task] if r else None for r in (a, b))
+    holds = None if va is None or vb is None else bool(va >= vb if at_least else va > vb)
+    paired = paired_difference(a, b, task) if a and b else None
+    diff, ci = paired if paired else (None, None)
+    sure = None if ci is None else bool(ci[0] > 0 or ci[1] < 0)
+    out.append(dict(claim=claim, a=va, a_label=labels[0] or label(a, "?"), b=vb,
+                    b_label=labels[1] or label(b, "?"), holds=holds, diff=diff, diff_ci=ci, sure=sure))
 
-  token = lambda feature, task: (get("mt2", feature, task), f"mt2 {feature}")
   eq, con = "cls_equivariant", "cls_contrastive"
-  check("key: the equivariant token beats the contrastive token", token(eq, "key"), token(con, "key"))
-  check("key: the equivariant token beats the untrained model's best feature", token(eq, "key"),
-        best(["mt2 (untrained)"], "key"))
-  check("chorale instrument: the contrastive token beats the equivariant token",
+  token = lambda feature, task: get("mt2", feature, task)
+  check("key: the equivariant token beats the contrastive token", "key", token(eq, "key"),
+        token(con, "key"))
+  check("key: the equivariant token beats the untrained model's best feature", "key",
+        token(eq, "key"), best(["mt2 (untrained)"], "key"))
+  check("chorale instrument: the contrastive token beats the equivariant token", "chorale_instrument",
         token(con, "chorale_instrument"), token(eq, "chorale_instrument"))
-  check("note instrument: the contrastive token beats the equivariant token",
+  check("note instrument: the contrastive token beats the equivariant token", "instrument",
         token(con, "instrument"), token(eq, "instrument"))
   tasks = ("key", "chorale_instrument", "instrument")
   for task in tasks:
     check(f"{task.replace('_', ' ')}: MT2's best feature is at least as good as both "
-          "single-token models'",
+          "single-token models'", task,
           best(["mt2"], task), best(["contrastive_only", "equivariant_only"], task), at_least=True)
   # cls_mean against MT2's best other feature, on the task where it comes closest.
   pairs = {t: (token("cls_mean", t), best(["mt2"], t, exclude=("cls_mean",))) for t in tasks}
-  margin = lambda t: (-np.inf if None in (pairs[t][0][0], pairs[t][1][0])
-                      else pairs[t][0][0] - pairs[t][1][0])
+  margin = lambda t: (-np.inf if None in pairs[t] else pairs[t][0][t] - pairs[t][1][t])
   task = max(tasks, key=margin)
-  check(f"the token average is MT2's best feature on at least one task (closest: {task})",
+  check(f"the token average is MT2's best feature on at least one task (closest: {task})", task,
         *pairs[task], at_least=True)
-  r2 = next((r["token_r2"] for r in results if r["model"] == "mt2" and r["task"] == "tokens"
+  r2 = next((r for r in results if r["model"] == "mt2" and r["task"] == "tokens"
              and r["feature"] == f"{eq} -> {con}"), None)
   check("the two class tokens are two features (R^2 of the contrastive token from a linear map of "
-        "the equivariant one, on test tracks, below 0.9)", (0.9, "bound"), (r2, "token R^2"))
-  check("key: the equivariant token beats the KK chroma template", token(eq, "key"),
-        (get("KK chroma template", "chroma", "key"), "KK chroma template"))
-  check("chorale instrument: the contrastive token beats MFCC stats", token(con, "chorale_instrument"),
-        (get("MFCC stats", "mfcc", "chorale_instrument"), "MFCC stats"))
+        "the equivariant one, on test tracks, below 0.9)", "token_r2", {"token_r2": 0.9}, r2,
+        labels=("bound", "token R^2"))
+  check("key: the equivariant token beats the KK chroma template", "key", token(eq, "key"),
+        get("KK chroma template", "chroma", "key"), labels=(None, "KK chroma template"))
+  check("chorale instrument: the contrastive token beats MFCC stats", "chorale_instrument",
+        token(con, "chorale_instrument"), get("MFCC stats", "mfcc", "chorale_instrument"),
+        labels=(None, "MFCC stats"))
   return out
 
 
 def findings_markdown(items: Sequence[dict[str, Any]]) -> str:
-  """A Markdown list, a line per finding: yes / no / n/a, claim, the two scores."""
+  """A Markdown list, a line per finding: yes / no / n/a, claim, the two scores,
+  and the paired difference with its interval, marked within or outside the noise."""
   num = lambda v: "n/a" if v is None else f"{v:.3f}"
-  lines = ["## Findings (the paper's, in kind, on point scores)", ""]
+
+  def paired(f):
+    if f["diff"] is None:
+      return ""
+    lo, hi = f["diff_ci"]
+    where = "outside" if f["sure"] else "within"
+    return f"; difference {f['diff']:+.3f} [{lo:+.3f}, {hi:+.3f}], {where} the noise"
+
+  lines = ["## Findings (the paper's, in kind, on point scores; each difference with its paired "
+           "95% interval over the test tracks)", ""]
   lines += [f"- **{'n/a' if f['holds'] is None else 'yes' if f['holds'] else 'no'}** {f['claim']}: "
-            f"{num(f['a'])} ({f['a_label']}) vs {num(f['b'])} ({f['b_label']})" for f in items]
+            f"{num(f['a'])} ({f['a_label']}) vs {num(f['b'])} ({f['b_label']}){paired(f)}"
+            for f in items]
   return "\n".join(lines) + "\n"
 
 
@@ -166,4 +205,5 @@ def write_report(results: Sequence[dict[str, Any]], out_dir, with_findings: bool
   return {k: str(v) for k, v in paths.items()}
 
 
-__all__ = ["COLUMNS", "findings", "findings_markdown", "markdown", "plot", "table", "write_report"]
+__all__ = ["COLUMNS", "findings", "findings_markdown", "markdown", "paired_difference", "plot", "table",
+           "write_report"]

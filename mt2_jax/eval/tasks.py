@@ -139,19 +139,43 @@ def bootstrap_ci(values: np.ndarray, resamples: int = 1000, level: float = 0.95,
   return [float(q) for q in np.quantile(means, [(1 - level) / 2, (1 + level) / 2])]
 
 
-def summarize(per_track: dict[str, np.ndarray]) -> dict[str, Any]:
-  """{metric: mean, ci_name(metric): bootstrap_ci} of per-track scores; {} without tracks."""
+def summarize(per_track: dict[str, np.ndarray], tracks: np.ndarray | None = None) -> dict[str, Any]:
+  """{metric: mean, ci_name(metric): bootstrap_ci} of per-track scores; {} without tracks.
+
+  tracks: the test tracks' row indices [n] (as TaskData.index), given for
+  rows that findings compare track by track: then the result also holds
+  'tracks' and 'per_track' {metric: [n] scores} (report.paired_difference).
+  """
   out = {}
   for metric, values in per_track.items():
     if len(values):
       out[metric], out[ci_name(metric)] = float(np.mean(values)), bootstrap_ci(values)
+  if tracks is not None and out:
+    out["tracks"] = [int(t) for t in tracks]
+    out["per_track"] = {m: [float(v) for v in values] for m, values in per_track.items()}
   return out
 
 
-def score(task: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
-  """Test-set scores of track_scores, each with its 95% interval; {} without tracks."""
-  return summarize(track_scores(task, y_true, y_pred))
+# mir_eval.key.weighted_score's value for each kind of answer.
+KEY_ERRORS = {1.0: "correct", 0.5: "fifth", 0.3: "relative", 0.2: "parallel", 0.0: "other"}
 
 
-__all__ = ["SPLITS", "TASKS", "TaskData", "bootstrap_ci", "ci_name", "read_examples", "score",
+def score(task: str, y_true: np.ndarray, y_pred: np.ndarray,
+          tracks: np.ndarray | None = None) -> dict[str, Any]:
+  """Test-set scores of track_scores, each with its 95% interval; {} without tracks.
+
+  For key also 'key_errors': how many test tracks got each kind of answer
+  (KEY_ERRORS: correct, fifth, relative, parallel, other), which tells a
+  feature that knows the key signature but not the mode (relative errors)
+  from one that is lost. tracks: see summarize.
+  """
+  per_track = track_scores(task, y_true, y_pred)
+  out = summarize(per_track, tracks)
+  if task == "key" and len(y_true):
+    kinds = [KEY_ERRORS[round(float(v), 1)] for v in per_track["key"]]
+    out["key_errors"] = {k: kinds.count(k) for k in KEY_ERRORS.values()}
+  return out
+
+
+__all__ = ["KEY_ERRORS", "SPLITS", "TASKS", "TaskData", "bootstrap_ci", "ci_name", "read_examples", "score",
            "summarize", "task_data", "track_scores", "usable", "valid_rows"]
