@@ -114,6 +114,9 @@ EXPERIMENTS = {
     "con_cait": ("contrastive_only", CAIT),
     "eq_cait": ("equivariant_only", CAIT),
     "mt2_cait_vec": ("mt2", {**CAIT, "model.class_token_init": "vector"}),
+    # Session 8. CPSD still falls at step 1200 in every run: does the
+    # equivariant token's key (and the zero-shot readout) keep improving?
+    "mt2_cait_2x": ("mt2", {**CAIT, "total_steps": 2400}),
 }
 # The curves of docs/experiments_cpsd.png (OUT/cpsd_curves.png); all rows when none ran.
 PLOTTED = ("eq_paper", "eq_hybrid", "eq_hybrid_hinge", "mt2_hybrid", "mt2_hybrid_shiftpos",
@@ -131,7 +134,7 @@ EXPERIMENTS.update(SWEEP)
 
 def _set(config, dotted: str, value) -> None:
   *parents, leaf = dotted.split(".")
-  if parents[0] == "losses" and parents[1] not in config.losses:
+  if parents[:1] == ["losses"] and parents[1] not in config.losses:
     return
   node = config
   for p in parents:
