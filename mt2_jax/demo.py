@@ -133,6 +133,9 @@ def stage_corpus(out: pathlib.Path, preset: Preset, progress: bool) -> pathlib.P
   from mt2_jax.data import corpus
   corpus_dir = out / "corpus"
   settings = {k: list(v) if isinstance(v, tuple) else v for k, v in preset.corpus.items()}
+  # A folder whose labels an older version wrote is done again: the audio is
+  # found and kept, labels.csv is rewritten.
+  settings["labels_version"] = corpus.LABELS_VERSION
   marker = corpus_dir / ".demo_done.json"
   if not _done(marker, settings):
     corpus.make_corpus(os.fspath(corpus_dir), num_workers=preset.workers, progress=progress,

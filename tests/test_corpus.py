@@ -222,6 +222,21 @@ def test_rendered_corpus_has_each_piece_in_one_split(small):
     for r in rows:
       seen.setdefault(r[column], set()).add(r["split"])
     assert all(len(s) == 1 for s in seen.values())
+  # Notes: each pitch in one split, whatever the instrument.
+  pitch_splits = {}
+  for r in rows:
+    if r["set"] == "note":
+      pitch_splits.setdefault(r["pitch"], set()).add(r["split"])
+  assert pitch_splits and all(len(s) == 1 for s in pitch_splits.values())
+
+
+def test_note_splits_leave_at_least_50_default_test_notes():
+  # The default note set: one test note must move a score by <= ~0.02.
+  import inspect
+  low, high = inspect.signature(corpus.make_corpus).parameters["note_range"].default
+  test_pitches = sum(corpus.NOTE_SPLIT_OF_RANK[i % 10] == "test" for i in range(high - low + 1))
+  assert test_pitches * len(synth.INSTRUMENTS) >= 50
+  assert set(corpus.NOTE_SPLIT_OF_RANK) == {"train", "validation", "test"}
 
 
 def test_render_notes_is_order_independent_and_sized():
