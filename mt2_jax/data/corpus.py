@@ -40,9 +40,9 @@ a column does not apply):
 Keys, pieces and splits are the chorales module's (by piece, independent of
 the seed). Notes are split by pitch, so a test pitch is never heard in
 training: in a fixed hashed order, 7 of each 10 pitches train, 1 validation
-and 2 test (NOTE_SPLIT_OF_RANK). The seed picks the renditions. Same settings and seed, same bytes;
-a re-run into the same out_dir skips files already written (writes are temp
-file + rename).
+and 2 test (NOTE_SPLIT_OF_RANK). The seed picks the renditions. Same
+settings and seed, same bytes; a re-run into the same out_dir skips files
+already written (writes are temp file + rename).
 """
 
 import concurrent.futures

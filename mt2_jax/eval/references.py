@@ -42,8 +42,7 @@ def zero_shot_key(task: TaskData, profiles: np.ndarray, readout: str = "argmax",
   train, test = task.split == "train", task.split == "test"
   r = keys.best_rotation(peak[train], sig[train])
   return {**summarize({"key_signature": (peak[test] + r) % 12 == sig[test]}, task.index[test]),
-          "rotation": r,
-          "n_train": int(train.sum()), "n_test": int(test.sum())}
+          "rotation": r, "n_train": int(train.sum()), "n_test": int(test.sum())}
 
 
 def kk_key_scores(chroma: np.ndarray) -> np.ndarray:

@@ -177,5 +177,5 @@ def score(task: str, y_true: np.ndarray, y_pred: np.ndarray,
   return out
 
 
-__all__ = ["KEY_ERRORS", "SPLITS", "TASKS", "TaskData", "bootstrap_ci", "ci_name", "read_examples", "score",
-           "summarize", "task_data", "track_scores", "usable", "valid_rows"]
+__all__ = ["KEY_ERRORS", "SPLITS", "TASKS", "TaskData", "bootstrap_ci", "ci_name", "read_examples",
+           "score", "summarize", "task_data", "track_scores", "usable", "valid_rows"]
