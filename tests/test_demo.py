@@ -58,3 +58,18 @@ def test_demo_smoke_end_to_end_and_resumes(tmp_path, capsys):
     for metric in ("key", "key_signature", "instrument"):
       if metric in a:
         np.testing.assert_allclose(a[metric], b[metric])
+
+  # A folder whose labels an older version wrote (its marker has no
+  # labels_version): the corpus stage runs again, rewrites labels.csv and
+  # keeps every audio file.
+  corpus_dir = out / "corpus"
+  marker = corpus_dir / ".demo_done.json"
+  settings = json.loads(marker.read_text())
+  labels = (corpus_dir / "labels.csv").read_text()
+  marker.write_text(json.dumps({k: v for k, v in settings.items() if k != "labels_version"}))
+  (corpus_dir / "labels.csv").write_text(labels.replace(",test,", ",train,"))
+  demo.stage_corpus(out, demo.PRESETS["smoke"], progress=False)
+  assert (corpus_dir / "labels.csv").read_text() == labels
+  assert json.loads(marker.read_text()) == settings
+  assert {p: p.stat().st_mtime_ns for p in written if p.suffix == ".flac"} == {
+      p: t for p, t in mtimes.items() if p.suffix == ".flac"}
