@@ -8,7 +8,7 @@ decided by a few test tracks. This reports how they fare over training
 seeds. Each seed's runs are `mt2_cait_s{seed}`, `con_cait_s{seed}` and
 `eq_cait_s{seed}` in --runs: the demo's three default configs at the demo's
 settings, as `launch/equivariance_experiments.py --only=mt2_cait,con_cait,eq_cait
---seed=S` trains them (seed 0 is the demo's own runs, bit for bit). Each
+--seed=S` trains them (seed 0: the demo's own seed). Each
 seed's runs are probed exactly as `mt2 demo` probes its own (demo.stage_probe:
 the test chorales and notes, the untrained model, the references) and the
 findings are checked (probe.findings, with paired differences over test
