@@ -117,6 +117,9 @@ EXPERIMENTS = {
     # Session 8. CPSD still falls at step 1200 in every run: does the
     # equivariant token's key (and the zero-shot readout) keep improving?
     "mt2_cait_2x": ("mt2", {**CAIT, "total_steps": 2400}),
+    # Two class-attention blocks per token: does more per-token capacity make
+    # the tokens specialise further?
+    "mt2_cait2": ("mt2", {**CAIT, "model.class_blocks": 2}),
 }
 # The curves of docs/experiments_cpsd.png (OUT/cpsd_curves.png); all rows when none ran.
 PLOTTED = ("eq_paper", "eq_hybrid", "eq_hybrid_hinge", "mt2_hybrid", "mt2_hybrid_shiftpos",
