@@ -1,9 +1,18 @@
 """Test setup: 8 fake CPU devices and parsed absl flags, before JAX is imported."""
 
 import os
+import tempfile
 
 # Must be set before jax is first imported anywhere in the test process.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# Compiling is most of the suite's time and no test asserts speed, so XLA:CPU
+# skips its slow LLVM passes (the same programs, slower code, half the compile
+# time), and one compilation cache, shared by both pytest workers and the
+# tests' subprocesses, compiles each program once (keys hash the program, the
+# flags and the JAX version, so a cache left by an older suite is safe).
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8"
+                      " --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(tempfile.gettempdir(), f"mt2_jax_tests_xla_cache_{os.getuid()}"))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
