@@ -42,8 +42,9 @@ def verdict(f) -> str:
   return f"**{cell}**" if f["sure"] else cell
 
 
-def report(per_seed: dict[int, list[dict]]) -> str:
-  """Markdown: the findings by seed, then the mean score of every (model, feature) over the seeds."""
+def report(per_seed: dict[int, list[dict]]) -> tuple[str, dict[int, list[dict]]]:
+  """(Markdown: the findings by seed, then the mean score of every (model, feature)
+  over the seeds; {seed: probe.findings})."""
   from mt2_jax.eval import probe
   seeds = sorted(per_seed)
   items = {s: probe.findings(per_seed[s]) for s in seeds}
@@ -68,7 +69,7 @@ def report(per_seed: dict[int, list[dict]]) -> str:
                      else "")
     lines.append(f"| {model} | {feature} | "
                  + " | ".join(fmt(by_metric.get(m, [])) for m in SCORES) + " |")
-  return "\n".join(lines) + "\n"
+  return "\n".join(lines) + "\n", items
 
 
 def main(argv=None) -> None:
@@ -95,10 +96,9 @@ def main(argv=None) -> None:
     print(f"== seed {s}", flush=True)
     per_seed[s] = demo.stage_probe(workdirs[s], pathlib.Path(a.demo) / "corpus", progress=True)
     probe.write_report(per_seed[s], out / f"seed{s}", with_findings=True)
-  text = report(per_seed)
+  text, items = report(per_seed)
   (out / "seed_findings.md").write_text(text)
-  (out / "seed_findings.json").write_text(json.dumps(
-      {s: probe.findings(per_seed[s]) for s in seeds}, indent=1))
+  (out / "seed_findings.json").write_text(json.dumps(items, indent=1))
   print(text)
 
 

@@ -426,7 +426,8 @@ def test_seed_findings_counts_each_finding_over_seeds():
   spec.loader.exec_module(seed_findings)
   per_seed = {0: demo_results(), 1: demo_results({("mt2", "cls_contrastive", "key"): 0.85}),
               2: demo_results({("mt2", "cls_equivariant", "key"): 0.7})}
-  text = seed_findings.report(per_seed)
+  text, items = seed_findings.report(per_seed)
+  assert [f["holds"] for f in items[1]][:1] == [False]
   lines = text.splitlines()
   first = next(l for l in lines if l.startswith("| key: the equivariant token beats the contrastive"))
   assert first.endswith("| 2/3 |") and "| no (0.800 vs 0.850) |" in first

@@ -222,12 +222,13 @@ def probe_run(workdir, data_dir, tasks: Sequence[str] = ("key",), step: int | No
 
 
 __all__ = [
-    "COLUMNS", "KEY_ERRORS", "KK_MAJOR", "KK_MINOR", "PITCH_NAMES", "SPLITS", "TASKS", "ZERO_SHOT_READOUTS",
-    "TaskData", "best_rotation", "bootstrap_ci", "ci_name", "data_fingerprint", "extract_chroma",
-    "extract_features", "extract_mfcc", "findings", "findings_markdown", "fit_linear_probe",
-    "has_phase_readout", "head_omegas", "key_class", "key_name", "key_signature", "kk_key",
-    "kk_key_scores", "linear_r2", "markdown", "paired_difference", "phase_class", "plot",
-    "probe_feature", "probe_features", "probe_run", "probe_runs", "read_examples", "reference_rows", "score", "summarize", "table",
-    "task_data", "token_similarity", "track_chroma", "track_mfcc", "track_scores", "usable", "valid_rows",
+    "COLUMNS", "KEY_ERRORS", "KK_MAJOR", "KK_MINOR", "PITCH_NAMES", "SPLITS", "TASKS",
+    "ZERO_SHOT_READOUTS", "TaskData", "best_rotation", "bootstrap_ci", "ci_name",
+    "data_fingerprint", "extract_chroma", "extract_features", "extract_mfcc", "findings",
+    "findings_markdown", "fit_linear_probe", "has_phase_readout", "head_omegas", "key_class",
+    "key_name", "key_signature", "kk_key", "kk_key_scores", "linear_r2", "markdown",
+    "paired_difference", "phase_class", "plot", "probe_feature", "probe_features", "probe_run",
+    "probe_runs", "read_examples", "reference_rows", "score", "summarize", "table", "task_data",
+    "token_similarity", "track_chroma", "track_mfcc", "track_scores", "usable", "valid_rows",
     "write_report", "zero_shot_key",
 ]
