@@ -14,6 +14,7 @@ probes early. Per run:
   cpsd_q1..q4                  CPSD averaged over each quarter of the run
   keysig_zeroshot              zero-shot key-signature accuracy of the head
   key_<feature>, inst_<feature> key MIREX / chorale-instrument accuracy of a probe
+  inst_mfcc                    the same instrument probe on MFCC stats (the reference)
   token_r2                     how much of the contrastive token a linear map of the
                                equivariant one explains on the scored pieces, fitted on
                                the training pieces (probe.token_similarity; 1: the two
@@ -120,6 +121,13 @@ EXPERIMENTS = {
     # Two class-attention blocks per token: does more per-token capacity make
     # the tokens specialise further?
     "mt2_cait2": ("mt2", {**CAIT, "model.class_blocks": 2}),
+    # Session 9, run on a corpus made with `mt2 corpus --room 1` (every
+    # rendition through its own EQ, reverb and noise): the two crops of a
+    # track share its recording's colour, which NT-Xent can match them by.
+    # Does a random EQ of each segment (data.colour_db) make the contrastive
+    # token name the instrument rather than the room?
+    "con_cait_colour": ("contrastive_only", {**CAIT, "data.colour_db": 12.0}),
+    "mt2_cait_colour": ("mt2", {**CAIT, "data.colour_db": 12.0}),
 }
 # The curves of docs/experiments_cpsd.png (OUT/cpsd_curves.png); all rows when none ran.
 PLOTTED = ("eq_paper", "eq_hybrid", "eq_hybrid_hinge", "mt2_hybrid", "mt2_hybrid_shiftpos",
@@ -217,7 +225,10 @@ def score_run(workdir: pathlib.Path, corpus_dir: pathlib.Path, rows) -> dict:
       out[f"key_{name}"] = res["key"]  # MIREX weighted score
       out[f"ksprobe_{name}"] = res["key_signature"]  # Key-signature accuracy of that probe.
   base = probe.task_data("instrument", rows)  # Chorale rows only: instrument of renditions.
-  for name in embedder.feature_names:
+  # The MFCC-stats reference, the same for every run on this corpus (cached beside it).
+  feats["mfcc"] = probe.extract_mfcc(corpus_dir, rows, embedder.cqt.sample_rate,
+                                     corpus_dir.parent / "tuning_cache" / f"mfcc_{fp}.npz", False)
+  for name in (*embedder.feature_names, "mfcc"):
     t = probe.valid_rows(base, [feats[name]])
     out[f"inst_{name.replace('cls_', '')}"] = probe.probe_feature(t, feats[name])["instrument"]
   return out

@@ -71,6 +71,8 @@ def check_sizes(config) -> None:
               "data.segment_frames", "data.crop_bins", "data.max_offset"):
     _positive_int(config, key)
   _number(config, "cqt.fmin", low=0, low_open=True)
+  if "colour_db" in config.data:  # Optional: runs saved before it existed lack it.
+    _number(config, "data.colour_db", low=0)
   for key in ("data.num_workers", "data.prefetch_buffer_size"):
     value = _get(config, key)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:

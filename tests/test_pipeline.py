@@ -158,6 +158,37 @@ def test_bfloat16_option(data_dir):
                                 ref["x_a"].astype(jax.numpy.bfloat16).astype(np.float32))
 
 
+def test_colour_option_eqs_each_segment_and_keeps_the_transposition(data_dir):
+  (plain,), _ = take(make_config(data_dir), 1, debug=True)
+  (col,), _ = take(make_config(data_dir, colour_db=9.0), 1, debug=True)
+  for k in ("record", "start_a", "start_b", "offset", "shift"):  # The same crops and shifts.
+    np.testing.assert_array_equal(col[k], plain[k])
+  source = dataset.open_split(data_dir, "train")
+  moved = []
+  for i in range(4):
+    cqt = source[int(col["record"][i])]["cqt"].astype(np.float32)
+    o, d = int(col["offset"][i]), int(col["shift"][i])
+    # Where the views are above the floor, each differs from its crop by one
+    # curve over bins, constant in time, of at most 9 dB (9 / 80 units).
+    curves = {}
+    for k in ("x_a", "x_b", "x_a_shift"):
+      diff = col[k][i] - plain[k][i]
+      above = col[k][i] > 0
+      curve = np.array([np.median(row[m]) if m.any() else np.nan for row, m in zip(diff, above)])
+      np.testing.assert_allclose(np.where(above, diff, 0), np.where(above, curve[:, None], 0), atol=1e-6)
+      assert np.nanmax(np.abs(curve)) <= 9 / 80 + 1e-6
+      curves[k] = curve
+    # A and A' share A's curve over absolute frequency: A' is still A moved by d bins.
+    lo, hi = max(0, d), min(84, 84 + d)
+    a, shifted = curves["x_a"][lo:hi], curves["x_a_shift"][lo - d:hi - d]
+    ok = np.isfinite(a) & np.isfinite(shifted)
+    np.testing.assert_allclose(a[ok], shifted[ok], atol=1e-6)
+    moved.append(np.nanmean(np.abs(curves["x_a"] - curves["x_b"])))
+  assert min(moved) > 0.005  # B has a curve of its own.
+  with pytest.raises(ValueError, match="colour_db"):
+    take(make_config(data_dir, colour_db=-1.0), 1)
+
+
 def test_resume_gives_the_next_batches(data_dir):
   config = make_config(data_dir)
   first, state = take(config, 3, debug=True)

@@ -3,6 +3,7 @@
   mt2 corpus --out /tmp/corpus    # 150 chorales x 3 renditions x 30 s + 343 notes, ~25 s on 2 cores
   mt2 corpus --out /tmp/small --num_pieces 12 --variants_per_piece 2 --max_seconds 10
   mt2 corpus --out /tmp/sf --soundfont /usr/share/sounds/sf2/TimGM6mb.sf2
+  mt2 corpus --out /tmp/rooms --room 1   # each rendition through its own EQ, reverb and noise
 
 Renders music21's chorales (transposition, instrument and tempo variants)
 and a single-note set into --out, with labels.csv (key, instrument, pitch,
@@ -50,6 +51,10 @@ _SOUNDFONT = flags.DEFINE_string(
     "soundfont", None,
     "A .sf2 file: render with the `fluidsynth` program instead of the built-in synthesizer.",
     allow_override=True)
+_ROOM = flags.DEFINE_float(
+    "room", 0.0,
+    "Strength of a random recording chain (EQ, reverb, noise) drawn for each chorale rendition"
+    " (mt2_jax/data/room.py); 0 keeps the synthesizer's dry audio.", allow_override=True)
 _WORKERS = flags.DEFINE_integer("num_workers", os.cpu_count() or 1,
                                 "Worker processes; 0 or 1 renders in this process.",
                                 allow_override=True)
@@ -82,7 +87,8 @@ def main(argv: Sequence[str]) -> None:
         instruments=_INSTRUMENTS.value, transpose=_pair(_TRANSPOSE.value, "transpose"),
         tempo=_pair(_TEMPO.value, "tempo"), notes=_NOTES.value,
         note_range=_pair(_NOTE_RANGE.value, "note_range"), note_seconds=_NOTE_SECONDS.value,
-        audio_format=_FORMAT.value, soundfont=_SOUNDFONT.value, num_workers=_WORKERS.value)
+        audio_format=_FORMAT.value, soundfont=_SOUNDFONT.value, room=_ROOM.value,
+        num_workers=_WORKERS.value)
   except corpus.CorpusError as e:
     raise app.UsageError(str(e)) from e
   print(labels)

@@ -32,11 +32,18 @@ class ViewSpec:
   # precision: lossless, half the bytes, and no float16 -> float32 conversion,
   # which is most of the CPU cost per view; cast on the accelerator instead).
   dtype: str = "float32"
+  # > 0: segments A and B are each heard through their own random EQ, a
+  # smooth curve over log-frequency of up to +-colour_db dB (colour_curve), so
+  # that NT-Xent cannot match them by their recording's colour. x_a and
+  # x_a_shift share A's curve, over absolute frequency: the shifted view stays
+  # exactly A transposed. 0: the paper's views.
+  colour_db: float = 0.0
 
   @classmethod
   def from_config(cls, data: Mapping[str, Any]) -> "ViewSpec":
     return cls(segment_frames=int(data["segment_frames"]), crop_bins=int(data["crop_bins"]),
-               max_offset=int(data["max_offset"]), dtype=str(data.get("dtype", "float32")))
+               max_offset=int(data["max_offset"]), dtype=str(data.get("dtype", "float32")),
+               colour_db=float(data.get("colour_db", 0.0)))
 
   @property
   def np_dtype(self) -> np.dtype:
@@ -49,6 +56,8 @@ class ViewSpec:
     """Raises ValueError unless every offset pair fits in `n_bins` rows."""
     if self.segment_frames < 1 or self.crop_bins < 1 or self.max_offset < 1:
       raise ValueError(f"segment_frames, crop_bins and max_offset must be >= 1: {self}")
+    if not self.colour_db >= 0:
+      raise ValueError(f"data.colour_db must be >= 0, got {self.colour_db}")
     # o reaches max_offset, t reaches 11.
     highest = max(self.max_offset, PITCH_CLASSES - 1)
     if self.crop_bins + highest > n_bins:
@@ -96,6 +105,34 @@ def draw(rng: np.random.Generator, num_frames: int, spec: "ViewSpec") -> dict[st
   return {"start_a": start_a, "start_b": start_b, "offset": o, "shift": t - o}
 
 
+COLOUR_KNOTS = 6  # Of the EQ curve over the CQT's bins: one about every octave and a half.
+TOP_DB = 80.0  # One unit of the stored CQT (mt2_jax/data/cqt.py: x = dB / 80 + 1).
+
+
+def colour_curve(rng: np.random.Generator, n_bins: int, colour_db: float) -> np.ndarray:
+  """float32 [n_bins, 1]: a random EQ in stored CQT units (dB / TOP_DB).
+
+  Gains U(-colour_db, colour_db) at COLOUR_KNOTS evenly spaced bins, linearly
+  interpolated: a smooth colouring like a microphone's or a room's.
+  """
+  knots = rng.uniform(-colour_db, colour_db, COLOUR_KNOTS)
+  curve = np.interp(np.arange(n_bins), np.linspace(0, n_bins - 1, COLOUR_KNOTS), knots)
+  return (curve / TOP_DB).astype(np.float32)[:, None]
+
+
+def colour(views: dict[str, np.ndarray], rng: np.random.Generator, d: Mapping[str, int],
+           n_bins: int, spec: "ViewSpec") -> dict[str, np.ndarray]:
+  """Views with segment A's and B's own random EQ added (spec.colour_db > 0).
+
+  Drawn after `draw`'s numbers, so the crops are those of uncoloured views.
+  Values stay >= 0, the stored CQT's floor (80 dB below the example's peak).
+  """
+  a, b = (colour_curve(rng, n_bins, spec.colour_db) for _ in range(2))
+  o, t, c = d["offset"], d["offset"] + d["shift"], spec.crop_bins
+  curves = {"x_a": a[o:o + c], "x_b": b[o:o + c], "x_a_shift": a[t:t + c]}
+  return {k: np.maximum(v + curves[k], 0.0) for k, v in views.items()}
+
+
 def crops(cqt: np.ndarray, d: Mapping[str, int], spec: "ViewSpec") -> dict[str, np.ndarray]:
   """x_a, x_b, x_a_shift as views into cqt [n_bins, frames] (no copy)."""
   s, c = spec.segment_frames, spec.crop_bins
@@ -111,8 +148,10 @@ def make_views(cqt: np.ndarray, rng: np.random.Generator, spec: "ViewSpec") -> d
   (start_a, start_b, offset = o) for inspection.
   """
   d = draw(rng, cqt.shape[1], spec)
-  views = {k: v.astype(spec.np_dtype) for k, v in crops(cqt, d, spec).items()}
-  return {**views, **d}
+  views = crops(cqt, d, spec)
+  if spec.colour_db:
+    views = colour(views, rng, d, cqt.shape[0], spec)
+  return {**{k: v.astype(spec.np_dtype) for k, v in views.items()}, **d}
 
 
 def example_rng(seed: int, epoch: int, record: int) -> np.random.Generator:

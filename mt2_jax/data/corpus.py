@@ -6,7 +6,8 @@ Everything comes offline from the chorales that music21 ships
 (mt2_jax.data.chorales: score -> MIDI -> notes in beats, keys, splits) ->
 renditions, each a transposition, an instrument and a tempo -> audio from our
 numpy synthesizer (mt2_jax.data.synth) or, with a soundfont, from the
-`fluidsynth` program. `mt2 corpus` (mt2_jax/cli/corpus.py) is its command line.
+`fluidsynth` program -> with `room` > 0, each rendition through its own random
+recording chain (mt2_jax.data.room). `mt2 corpus` (mt2_jax/cli/corpus.py) is its command line.
 
 Renditions repeat the chorale verse after verse (hymns are strophic) to fill
 max_seconds, so every rendition has the same length. Layout of out_dir:
@@ -62,6 +63,7 @@ import numpy as np
 import soundfile as sf
 
 from mt2_jax.data import chorales
+from mt2_jax.data import room as room_lib
 from mt2_jax.data import synth
 
 COLUMNS = ("file", "set", "piece", "split", "instrument", "program", "key", "tonic", "mode",
@@ -75,6 +77,7 @@ LABELS_VERSION = 2  # Bump when labels.csv for given settings changes (2: NOTE_S
 NOTE_SPLIT_OF_RANK = ("train",) * 7 + ("test", "validation", "test")
 VERSE_GAP_BEATS = 1.0  # Breath between repeated verses, in quarter notes.
 NOTE_VELOCITY = 100
+_ROOM_STREAM = 3  # Of a rendition's random numbers: plan_variants uses [seed, piece(, j)].
 
 
 class CorpusError(Exception):
@@ -231,6 +234,7 @@ class _Settings:
   note_seconds: float
   audio_format: str
   soundfont: str | None
+  room: float = 0.0  # Strength of each chorale rendition's recording chain (room.py); 0: dry.
   sample_rate: int = synth.SAMPLE_RATE
   version: int = VERSION
 
@@ -256,6 +260,9 @@ def _chorale_task(name: str, split: str, out_dir: str, s: _Settings,
     else:
       notes = rendition_notes(chorale.notes, v.transposition, v.tempo, s.max_seconds or None)
       x = render(notes, v.instrument, s.max_seconds or None, s.soundfont, s.sample_rate)
+      if s.room:
+        rng = np.random.default_rng([s.seed, zlib.crc32(rel.encode()), _ROOM_STREAM])
+        x = synth.peak_normalise(room_lib.apply_room(x, room_lib.draw_room(rng, s.room), s.sample_rate))
       write_audio(path, x, s.sample_rate)
       seconds = _seconds(x, s.sample_rate)
     tonic = (chorale.tonic + v.transposition) % 12
@@ -297,6 +304,10 @@ def _check_settings(out_dir: str, settings: _Settings) -> None:
   if os.path.exists(path):
     with open(path) as f:
       theirs = json.load(f)
+    # Settings added later have defaults that give the audio of before.
+    for field in dataclasses.fields(_Settings):
+      if field.default is not dataclasses.MISSING and field.name != "version":
+        theirs.setdefault(field.name, field.default)
     if theirs != mine:
       diff = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
       raise SettingsMismatchError(
@@ -311,7 +322,7 @@ def make_corpus(out_dir: str, seed: int = 0, num_pieces: int = 150, variants_per
                 transpose: tuple[int, int] = (-6, 5), tempo: tuple[int, int] = (60, 132),
                 notes: bool = True, note_range: tuple[int, int] = (36, 84),
                 note_seconds: float = 2.0, audio_format: str = "flac",
-                soundfont: str | None = None, num_workers: int = 0,
+                soundfont: str | None = None, room: float = 0.0, num_workers: int = 0,
                 progress: bool = True) -> str:
   """Renders the chorale corpus (and the note set) into out_dir; see the module docstring.
 
@@ -330,6 +341,9 @@ def make_corpus(out_dir: str, seed: int = 0, num_pieces: int = 150, variants_per
     note_seconds: length of a note file (held 3/4 of it).
     audio_format: 'flac' or 'wav', 16-bit.
     soundfont: a .sf2 file to render with the fluidsynth program instead.
+    room: > 0 passes each chorale rendition through its own random recording
+      chain (EQ, reverb, noise) of this strength (mt2_jax/data/room.py); the
+      note set stays dry.
     num_workers: processes; 0 or 1 works in this one.
     progress: show a tqdm bar.
 
@@ -350,9 +364,11 @@ def make_corpus(out_dir: str, seed: int = 0, num_pieces: int = 150, variants_per
       head = f.read(12)
     if head[:4] != b"RIFF" or head[8:] != b"sfbk":
       raise CorpusError(f"{soundfont} is not a SoundFont 2 (.sf2) file")
+  if room < 0:
+    raise CorpusError(f"--room must be >= 0 (0: dry), got {room}")
   settings = _Settings(seed, float(max_seconds), instruments, tuple(map(int, transpose)),
                        tuple(map(int, tempo)), tuple(map(int, note_range)), float(note_seconds),
-                       audio_format, soundfont)
+                       audio_format, soundfont, float(room))
   for sub in ("chorales", "notes", "midi"):
     os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
   _check_settings(out_dir, settings)

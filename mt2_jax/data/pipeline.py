@@ -51,7 +51,7 @@ import numpy as np
 
 from mt2_jax import sharding, storage
 from mt2_jax.data import dataset
-from mt2_jax.data.augment import VIEW_KEYS, ViewSpec, crops, draw, epoch_order, example_rng
+from mt2_jax.data.augment import VIEW_KEYS, ViewSpec, colour, crops, draw, epoch_order, example_rng
 from mt2_jax.data.records import record_lengths, usable_records
 
 # Extra int32 keys of debug batches, plus `track_id` (bytes).
@@ -143,8 +143,12 @@ class BatchMaker:
     meta = {k: np.empty(size, np.int32) for k in ("shift",) + DEBUG_KEYS}
     for i, ((epoch, record), ex) in enumerate(zip(picks, examples)):
       cqt = ex["cqt"]
-      d = draw(example_rng(plan.seed, epoch, record), cqt.shape[1], spec)
-      for k, view in crops(cqt, d, spec).items():
+      rng = example_rng(plan.seed, epoch, record)
+      d = draw(rng, cqt.shape[1], spec)
+      views = crops(cqt, d, spec)
+      if spec.colour_db:
+        views = colour(views, rng, d, cqt.shape[0], spec)
+      for k, view in views.items():
         out[k][i] = view  # One copy, casting from the stored float16.
       for k in ("shift", "start_a", "start_b", "offset"):
         meta[k][i] = d[k]
@@ -342,7 +346,7 @@ def make_iterator(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | N
   leading dim over all mesh axes, i.e. P(('data', 'fsdp'))); without, numpy
   host-local batches. Reads config.seed, data_dir, batch_size, cqt and
   data.{segment_frames, crop_bins, max_offset, num_workers,
-  prefetch_buffer_size} and, optionally, data.{split='train', shuffle=True,
+  prefetch_buffer_size} and, optionally, data.{split='train', shuffle=True, colour_db=0,
   num_epochs=None, dtype='float32'}.
   """
   plan = make_plan(config, split=split, debug=debug, shard=shard)
