@@ -4,6 +4,7 @@
 
   mt2 demo                      # ./mt2_demo, about 25 minutes on a 2-core CPU
   mt2 demo --out /tmp/d --preset smoke   # about a minute: the test suite's run
+  mt2 demo --out /tmp/r --preset rooms   # the default on recordings of varied rooms
 
 Stages, each skipped when a previous run finished it:
   1. corpus    Bach chorales and single notes rendered to labelled audio
@@ -64,16 +65,20 @@ class Preset:
     return self.steps // self.evals if self.evals else 0
 
 
+# 260 pieces: 50 test chorales (25 pieces x 2 renditions), so that one track
+# moves a score by 0.02; 420 training renditions x 20 s (140 minutes of audio)
+# for pretraining.
+_DEFAULT = Preset(
+    corpus=dict(num_pieces=260, variants_per_piece=2, max_seconds=20.0,
+                note_range=(36, 84), note_seconds=2.0),
+    # Width 96 = 12 pitch classes x 4 channels + 48 dense (the hybrid
+    # embedding); at 48 MT2's CPSD and NT-Xent were worse (docs/experiments.md).
+    steps=1200, batch_size=16, config_arg="runlocal,model.width=96")
 PRESETS = {
-    # 260 pieces: 50 test chorales (25 pieces x 2 renditions), so that one track
-    # moves a score by 0.02; 420 training renditions x 20 s (140 minutes of
-    # audio) for pretraining.
-    "default": Preset(
-        corpus=dict(num_pieces=260, variants_per_piece=2, max_seconds=20.0,
-                    note_range=(36, 84), note_seconds=2.0),
-        # Width 96 = 12 pitch classes x 4 channels + 48 dense (the hybrid
-        # embedding); at 48 MT2's CPSD and NT-Xent were worse (docs/experiments.md).
-        steps=1200, batch_size=16, config_arg="runlocal,model.width=96"),
+    "default": _DEFAULT,
+    # The same on recordings: each chorale rendition through its own random EQ,
+    # reverb and noise (`mt2 corpus --room 1`; docs/experiments.md, session 9).
+    "rooms": dataclasses.replace(_DEFAULT, corpus={**_DEFAULT.corpus, "room": 1.0}),
     "smoke": Preset(
         corpus=dict(num_pieces=10, variants_per_piece=2, max_seconds=8.0,
                     instruments=("organ", "piano", "flute"), note_range=(55, 66), note_seconds=1.0),
