@@ -120,17 +120,22 @@ def colour_curve(rng: np.random.Generator, n_bins: int, colour_db: float) -> np.
   return (curve / TOP_DB).astype(np.float32)[:, None]
 
 
-def colour(views: dict[str, np.ndarray], rng: np.random.Generator, d: Mapping[str, int],
-           n_bins: int, spec: "ViewSpec") -> dict[str, np.ndarray]:
-  """Views with segment A's and B's own random EQ added (spec.colour_db > 0).
+def views(cqt: np.ndarray, rng: np.random.Generator, d: Mapping[str, int],
+          spec: "ViewSpec") -> dict[str, np.ndarray]:
+  """x_a, x_b, x_a_shift of cqt [n_bins, frames] for the draws d: the crops,
+  plus segment A's and B's own random EQ when spec.colour_db > 0.
 
-  Drawn after `draw`'s numbers, so the crops are those of uncoloured views.
-  Values stay >= 0, the stored CQT's floor (80 dB below the example's peak).
+  The EQ is drawn from rng after `draw`'s numbers, so the crops are those of
+  uncoloured views. Values stay >= 0, the stored CQT's floor (80 dB below the
+  example's peak). Without colour: views into cqt (no copy).
   """
-  a, b = (colour_curve(rng, n_bins, spec.colour_db) for _ in range(2))
+  plain = crops(cqt, d, spec)
+  if not spec.colour_db:
+    return plain
+  a, b = (colour_curve(rng, cqt.shape[0], spec.colour_db) for _ in range(2))
   o, t, c = d["offset"], d["offset"] + d["shift"], spec.crop_bins
   curves = {"x_a": a[o:o + c], "x_b": b[o:o + c], "x_a_shift": a[t:t + c]}
-  return {k: np.maximum(v + curves[k], 0.0) for k, v in views.items()}
+  return {k: np.maximum(v + curves[k], 0.0) for k, v in plain.items()}
 
 
 def crops(cqt: np.ndarray, d: Mapping[str, int], spec: "ViewSpec") -> dict[str, np.ndarray]:
@@ -148,10 +153,7 @@ def make_views(cqt: np.ndarray, rng: np.random.Generator, spec: "ViewSpec") -> d
   (start_a, start_b, offset = o) for inspection.
   """
   d = draw(rng, cqt.shape[1], spec)
-  views = crops(cqt, d, spec)
-  if spec.colour_db:
-    views = colour(views, rng, d, cqt.shape[0], spec)
-  return {**{k: v.astype(spec.np_dtype) for k, v in views.items()}, **d}
+  return {**{k: v.astype(spec.np_dtype) for k, v in views(cqt, rng, d, spec).items()}, **d}
 
 
 def example_rng(seed: int, epoch: int, record: int) -> np.random.Generator:

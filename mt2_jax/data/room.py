@@ -12,7 +12,10 @@ Why (docs/experiments.md, "Session 9"): the dry synthesizer gives each
 instrument one fixed spectrum, so MFCC statistics name the instrument of a
 rendition almost perfectly (0.98 on the demo's test chorales) and an
 instrument probe cannot tell a learned feature from a hand-made one. Real
-recordings of one instrument differ in microphone, room and noise.
+recordings of one instrument differ in microphone, room and noise. Measured:
+MFCC statistics still read 0.94 through these chains, and the learned
+features lose far more, so the demo keeps the dry audio (`mt2 demo --preset
+rooms` runs it on these).
 
 The effects are pedalboard's (Spotify's wrapper of JUCE's filters and
 reverb): deterministic, and ~0.1 s for a 20-s rendition.
