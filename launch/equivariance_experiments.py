@@ -128,6 +128,11 @@ EXPERIMENTS = {
     # token name the instrument rather than the room?
     "con_cait_colour": ("contrastive_only", {**CAIT, "data.colour_db": 12.0}),
     "mt2_cait_colour": ("mt2", {**CAIT, "data.colour_db": 12.0}),
+    # Session 9, on the dry corpus: the learning rate (1e-3 in every row above,
+    # never measured). Twice the steps halved both losses and raised the
+    # zero-shot readout (session 8); does a larger step do the same in 1200?
+    "mt2_cait_lr2x": ("mt2", {**CAIT, "optim.lr": 2e-3}),
+    "mt2_cait_lr05x": ("mt2", {**CAIT, "optim.lr": 5e-4}),
 }
 # The curves of docs/experiments_cpsd.png (OUT/cpsd_curves.png); all rows when none ran.
 PLOTTED = ("eq_paper", "eq_hybrid", "eq_hybrid_hinge", "mt2_hybrid", "mt2_hybrid_shiftpos",
