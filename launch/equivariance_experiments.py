@@ -133,6 +133,8 @@ EXPERIMENTS = {
     # zero-shot readout (session 8); does a larger step do the same in 1200?
     "mt2_cait_lr2x": ("mt2", {**CAIT, "optim.lr": 2e-3}),
     "mt2_cait_lr05x": ("mt2", {**CAIT, "optim.lr": 5e-4}),
+    "con_cait_lr2x": ("contrastive_only", {**CAIT, "optim.lr": 2e-3}),
+    "eq_cait_lr2x": ("equivariant_only", {**CAIT, "optim.lr": 2e-3}),
 }
 # The curves of docs/experiments_cpsd.png (OUT/cpsd_curves.png); all rows when none ran.
 PLOTTED = ("eq_paper", "eq_hybrid", "eq_hybrid_hinge", "mt2_hybrid", "mt2_hybrid_shiftpos",
