@@ -120,8 +120,8 @@ def colour_curve(rng: np.random.Generator, n_bins: int, colour_db: float) -> np.
   return (curve / TOP_DB).astype(np.float32)[:, None]
 
 
-def views(cqt: np.ndarray, rng: np.random.Generator, d: Mapping[str, int],
-          spec: "ViewSpec") -> dict[str, np.ndarray]:
+def view_arrays(cqt: np.ndarray, rng: np.random.Generator, d: Mapping[str, int],
+                spec: "ViewSpec") -> dict[str, np.ndarray]:
   """x_a, x_b, x_a_shift of cqt [n_bins, frames] for the draws d: the crops,
   plus segment A's and B's own random EQ when spec.colour_db > 0.
 
@@ -153,7 +153,7 @@ def make_views(cqt: np.ndarray, rng: np.random.Generator, spec: "ViewSpec") -> d
   (start_a, start_b, offset = o) for inspection.
   """
   d = draw(rng, cqt.shape[1], spec)
-  return {**{k: v.astype(spec.np_dtype) for k, v in views(cqt, rng, d, spec).items()}, **d}
+  return {**{k: v.astype(spec.np_dtype) for k, v in view_arrays(cqt, rng, d, spec).items()}, **d}
 
 
 def example_rng(seed: int, epoch: int, record: int) -> np.random.Generator:

@@ -51,7 +51,7 @@ import numpy as np
 
 from mt2_jax import sharding, storage
 from mt2_jax.data import dataset
-from mt2_jax.data.augment import VIEW_KEYS, ViewSpec, draw, epoch_order, example_rng, views
+from mt2_jax.data.augment import VIEW_KEYS, ViewSpec, draw, epoch_order, example_rng, view_arrays
 from mt2_jax.data.records import record_lengths, usable_records
 
 # Extra int32 keys of debug batches, plus `track_id` (bytes).
@@ -145,7 +145,7 @@ class BatchMaker:
       cqt = ex["cqt"]
       rng = example_rng(plan.seed, epoch, record)
       d = draw(rng, cqt.shape[1], spec)
-      for k, view in views(cqt, rng, d, spec).items():
+      for k, view in view_arrays(cqt, rng, d, spec).items():
         out[k][i] = view  # One copy, casting from the stored float16.
       for k in ("shift", "start_a", "start_b", "offset"):
         meta[k][i] = d[k]
