@@ -209,19 +209,35 @@ def cache_root() -> pathlib.Path:
                       os.path.join(os.path.expanduser("~"), ".cache", "mt2_jax"))
 
 
+def _walk(root: epath.Path, scheme: str | None):
+  """(folder, file names) under root. Locally, linked folders are followed
+  (data is often linked in), each real folder once, so a link cycle ends."""
+  if scheme:
+    for dirpath, _, names in root.walk():
+      d = os.fspath(dirpath)  # fsspec's walk drops the scheme (etils 1.15).
+      yield (d if "://" in d else f"{scheme}://{d}"), names
+    return
+  seen = set()
+  for d, dirs, names in os.walk(os.fspath(root), followlinks=True):
+    real = os.path.realpath(d)
+    if real in seen:
+      dirs[:] = []
+      continue
+    seen.add(real)
+    yield d, names
+
+
 def list_files(root, what: str = "folder") -> tuple[list[epath.Path], list[tuple[str, str]]]:
   """(every readable file under `root`, sorted; [(entry, reason)] for entries that are not).
 
   An entry that cannot be read (a dangling symlink, a file without read
   permission) is returned with its reason rather than silently left out.
+  Linked local folders are listed as if they were there.
   """
   root = require_dir(root, what)
   files, bad = [], []
   scheme = None if is_local(root) else os.fspath(root).split("://", 1)[0]
-  for dirpath, _, names in root.walk():
-    d = os.fspath(dirpath)
-    if scheme and "://" not in d:  # fsspec's walk drops the scheme (etils 1.15).
-      d = f"{scheme}://{d}"
+  for d, names in _walk(root, scheme):
     for name in names:
       f = epath.Path(d) / name
       if is_local(f):

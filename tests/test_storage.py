@@ -140,6 +140,14 @@ def test_writes_are_atomic_and_listings_report_unreadable_entries(bucket, tmp_pa
   files, bad = storage.list_files(tmp_path)
   assert [f.name for f in files] == ["x.txt"]
   assert bad == [(str(tmp_path / "dangling.wav"), "dangling symlink (its target does not exist)")]
+  # A linked folder is listed as if it were there; a link cycle ends.
+  linked = tmp_path / "elsewhere"
+  storage.write_text(linked / "y.txt", "2")
+  (tmp_path / "in").mkdir()
+  (tmp_path / "in" / "data").symlink_to(linked)
+  (tmp_path / "in" / "loop").symlink_to(tmp_path / "in")
+  files, _ = storage.list_files(tmp_path / "in")
+  assert [storage.relative(f, tmp_path / "in") for f in files] == ["data/y.txt"]
 
 
 def test_missing_bucket_or_object_is_named(bucket, tmp_path):
