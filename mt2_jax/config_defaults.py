@@ -57,7 +57,8 @@ def base_config() -> ml_collections.ConfigDict:
   # STONE's front-end (docs/design.md §1.1): 15 s at 22 050 Hz -> 646 frames.
   config.cqt = dict(sample_rate=22050, fmin=27.5, n_bins=99, bins_per_octave=12, hop_length=512)
   # 84 of the 99 bins are kept; offsets o in {1..12} need 84 + 12 <= 99.
-  config.data = dict(segment_frames=646, crop_bins=84, max_offset=12, num_workers=2, prefetch_buffer_size=2,
+  config.data = dict(segment_frames=646, crop_bins=84, max_offset=12, num_workers=2,
+                     prefetch_buffer_size=2,
                      # A random EQ of up to +-colour_db dB on each segment (data/augment.py:
                      # ViewSpec); 0, the paper's views.
                      colour_db=0.0)

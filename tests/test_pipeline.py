@@ -173,7 +173,8 @@ def test_colour_option_eqs_each_segment_and_keeps_the_transposition(data_dir):
       diff = col[k][i] - plain[k][i]
       above = col[k][i] > 0
       curve = np.array([np.median(row[m]) if m.any() else np.nan for row, m in zip(diff, above)])
-      np.testing.assert_allclose(np.where(above, diff, 0), np.where(above, curve[:, None], 0), atol=1e-6)
+      np.testing.assert_allclose(np.where(above, diff, 0), np.where(above, curve[:, None], 0),
+                                 atol=1e-6)
       assert np.nanmax(np.abs(curve)) <= 9 / 80 + 1e-6
       curves[k] = curve
     # A and A' share A's curve over absolute frequency: A' is still A moved by d bins.

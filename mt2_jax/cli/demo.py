@@ -25,7 +25,8 @@ from mt2_jax import host
 flags.DEFINE_string("out", None, "Output folder for everything (default: ./mt2_demo).",
                     allow_override=True)
 flags.DEFINE_enum("preset", "default", ["default", "rooms", "smoke"],
-                  "CPU-sized run; the same on recordings of varied rooms; or the ~1-minute smoke test.",
+                  "CPU-sized run; the same on recordings of varied rooms; or the ~1-minute smoke"
+                  " test.",
                   allow_override=True)
 flags.DEFINE_bool("smallest", False, "Same as --preset=smoke.", allow_override=True)
 FLAGS = flags.FLAGS

@@ -262,7 +262,8 @@ def _chorale_task(name: str, split: str, out_dir: str, s: _Settings,
       x = render(notes, v.instrument, s.max_seconds or None, s.soundfont, s.sample_rate)
       if s.room:
         rng = np.random.default_rng([s.seed, zlib.crc32(rel.encode()), _ROOM_STREAM])
-        x = synth.peak_normalise(room_lib.apply_room(x, room_lib.draw_room(rng, s.room), s.sample_rate))
+        room = room_lib.draw_room(rng, s.room)
+        x = synth.peak_normalise(room_lib.apply_room(x, room, s.sample_rate))
       write_audio(path, x, s.sample_rate)
       seconds = _seconds(x, s.sample_rate)
     tonic = (chorale.tonic + v.transposition) % 12

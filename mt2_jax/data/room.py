@@ -50,14 +50,15 @@ def draw_room(rng: np.random.Generator, strength: float = 1.0) -> Room:
   if strength < 0:
     raise ValueError(f"room strength must be >= 0, got {strength}")
   low, high = rng.uniform(-SHELF_DB, SHELF_DB, 2) * strength
-  peaks = tuple(
-      (float(np.exp(rng.uniform(*np.log(PEAK_HZ)))), float(rng.uniform(-PEAK_DB, PEAK_DB) * strength),
-       float(rng.uniform(*PEAK_Q)))
-      for _ in range(PEAKS))
+  peaks = []
+  for _ in range(PEAKS):
+    hz = np.exp(rng.uniform(*np.log(PEAK_HZ)))  # Log-uniform centre.
+    db = rng.uniform(-PEAK_DB, PEAK_DB) * strength
+    peaks.append((float(hz), float(db), float(rng.uniform(*PEAK_Q))))
   room_size, damping, wet = rng.uniform(0.1, 0.9), rng.uniform(0.2, 0.8), rng.uniform(*WET)
   snr = rng.uniform(*SNR_DB)
   noise_db = -snr + 20 * np.log10(strength) if strength > 0 else -np.inf
-  return Room(float(low), float(high), peaks, float(room_size), float(damping),
+  return Room(float(low), float(high), tuple(peaks), float(room_size), float(damping),
               float(wet * strength), float(noise_db), int(rng.integers(2**31)))
 
 
@@ -69,8 +70,8 @@ def apply_room(x: np.ndarray, room: Room, sample_rate: int) -> np.ndarray:
   fx += [pedalboard.PeakFilter(hz, db, q) for hz, db, q in room.peaks]
   # JUCE's reverb doubles its dry level (and triples its wet one): the halves
   # make a chain of strength 0 the identity.
-  fx.append(pedalboard.Reverb(room_size=room.room_size, damping=room.damping,
-                              wet_level=room.wet / 2, dry_level=(1.0 - room.wet / 2) / 2, width=0.0))
+  fx.append(pedalboard.Reverb(room_size=room.room_size, damping=room.damping, width=0.0,
+                              wet_level=room.wet / 2, dry_level=(1.0 - room.wet / 2) / 2))
   y = pedalboard.Pedalboard(fx)(np.asarray(x, np.float32), sample_rate).astype(np.float64)
   if np.isfinite(room.noise_db):
     rms = np.sqrt(np.mean(y ** 2))
