@@ -5,6 +5,7 @@
   mt2 demo                      # ./mt2_demo, about 25 minutes on a 2-core CPU
   mt2 demo --out /tmp/d --preset smoke   # about a minute: the test suite's run
   mt2 demo --out /tmp/r --preset rooms   # the default on recordings of varied rooms
+  mt2 demo --out /tmp/g --preset gm      # the default played by a GM soundfont, programs per family
 
 Stages, each skipped when a previous run finished it:
   1. corpus    Bach chorales and single notes rendered to labelled audio
@@ -79,6 +80,11 @@ PRESETS = {
     # The same on recordings: each chorale rendition through its own random EQ,
     # reverb and noise (`mt2 corpus --room 1`; docs/experiments.md, session 9).
     "rooms": dataclasses.replace(_DEFAULT, corpus={**_DEFAULT.corpus, "room": 1.0}),
+    # The same played by pretty_midi's GM soundfont, each rendition with a
+    # program drawn from its instrument's GM family (`mt2 corpus --soundfont gm
+    # --programs family`): several timbres per instrument label.
+    "gm": dataclasses.replace(_DEFAULT, corpus={**_DEFAULT.corpus, "soundfont": "gm",
+                                                "programs": "family"}),
     "smoke": Preset(
         corpus=dict(num_pieces=10, variants_per_piece=2, max_seconds=8.0,
                     instruments=("organ", "piano", "flute"), note_range=(55, 66), note_seconds=1.0),

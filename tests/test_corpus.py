@@ -9,7 +9,6 @@ import csv
 import itertools
 import os
 import re
-import shutil
 import subprocess
 import sys
 
@@ -250,28 +249,64 @@ def test_render_notes_is_order_independent_and_sized():
   assert np.array_equal(a, b) and np.abs(a).max() == pytest.approx(synth.PEAK)
 
 
-def test_soundfont_without_fluidsynth_is_a_clear_error(tmp_path, monkeypatch):
+def test_bad_soundfont_requests_are_clear_errors(tmp_path):
   sf2 = tmp_path / "x.sf2"
-  sf2.write_bytes(b"")
-  monkeypatch.setattr(shutil, "which", lambda name: None)
-  with pytest.raises(corpus.CorpusError, match="fluidsynth"):
-    corpus.make_corpus(str(tmp_path / "out"), soundfont=str(sf2), progress=False)
+  sf2.write_bytes(b"not a soundfont")
+  with pytest.raises(corpus.CorpusError, match="not a SoundFont"):
+    corpus.make_corpus(str(tmp_path / "a"), soundfont=str(sf2), progress=False)
+  with pytest.raises(corpus.CorpusError, match="no such file"):
+    corpus.make_corpus(str(tmp_path / "b"), soundfont=str(tmp_path / "none.sf2"), progress=False)
+  with pytest.raises(corpus.CorpusError, match="needs --soundfont"):
+    corpus.make_corpus(str(tmp_path / "c"), programs="family", progress=False)
+  with pytest.raises(corpus.CorpusError, match="'fixed' or 'family'"):
+    corpus.make_corpus(str(tmp_path / "d"), soundfont="gm", programs="any", progress=False)
+  assert not any((tmp_path / d).exists() for d in "abcd")  # Refused before writing anything.
 
 
-SOUNDFONT = "/usr/share/sounds/sf2/TimGM6mb.sf2"
+def _median_midi(x):
+  f0 = librosa.yin(x[int(0.1 * SR):int(1.2 * SR)], fmin=50, fmax=1200, sr=SR)
+  return librosa.hz_to_midi(np.median(f0))
 
 
-@pytest.mark.skipif(not (shutil.which("fluidsynth") and os.path.exists(SOUNDFONT)),
-                    reason="needs the fluidsynth program and timgm6mb-soundfont")
+# Flute: its pitch is the strongest partial, so yin reads it reliably.
+GM = dict(num_pieces=2, variants_per_piece=2, max_seconds=4, note_range=(60, 62),
+          instruments=("flute", "organ"), soundfont="gm", progress=False)
+
+
 def test_soundfont_rendering(tmp_path):
-  rows = read_labels(corpus.make_corpus(
-      str(tmp_path), num_pieces=1, variants_per_piece=1, max_seconds=4, note_range=(60, 62),
-      instruments=("flute",), soundfont=SOUNDFONT, progress=False))
-  assert len(chorales(rows)) == 1
-  for r in notes(rows):
-    x, _ = sf.read(tmp_path / r["file"], dtype="float32")
-    f0 = librosa.yin(x[int(0.1 * SR):int(1.2 * SR)], fmin=50, fmax=1200, sr=SR)
-    assert librosa.hz_to_midi(np.median(f0)) == pytest.approx(int(r["pitch"]), abs=0.25)
+  rows = read_labels(corpus.make_corpus(str(tmp_path), **GM))
+  assert len(chorales(rows)) == 4
+  for r in rows:
+    x, sr = sf.read(tmp_path / r["file"], dtype="float32")
+    assert sr == SR and np.abs(x).max() == pytest.approx(synth.PEAK, abs=1e-3)
+    assert int(r["program"]) == synth.INSTRUMENTS[r["instrument"]].program
+    if r["set"] == "chorale":
+      assert len(x) == 4 * SR
+    elif r["instrument"] == "flute":
+      assert _median_midi(x) == pytest.approx(int(r["pitch"]), abs=0.25)
+      assert np.abs(x[int(1.8 * SR):]).max() < 0.05 * synth.PEAK  # Released, no reverb tail.
+
+
+def test_family_programs_vary_timbre_within_an_instrument(tmp_path):
+  args = dict(GM, note_range=(60, 67), programs="family")
+  rows = read_labels(corpus.make_corpus(str(tmp_path / "a"), **args))
+  again = read_labels(corpus.make_corpus(str(tmp_path / "b"), **args))
+  assert [r["program"] for r in rows] == [r["program"] for r in again]  # Seeded by file name.
+  for name in GM["instruments"]:
+    programs = {int(r["program"]) for r in rows if r["instrument"] == name}
+    assert programs <= set(synth.INSTRUMENTS[name].family) and len(programs) >= 3, programs
+  # A note played by another program than the instrument's own sounds different.
+  fixed = read_labels(corpus.make_corpus(str(tmp_path / "fixed"), **dict(args, programs="fixed")))
+  differ = 0
+  for r, f in zip(notes(rows), notes(fixed)):
+    assert (r["file"], r["pitch"]) == (f["file"], f["pitch"])
+    if r["program"] != f["program"]:
+      x, _ = sf.read(tmp_path / "a" / r["file"], dtype="float32")
+      y, _ = sf.read(tmp_path / "fixed" / f["file"], dtype="float32")
+      differ += np.abs(x - y).max() > 0.1
+  assert differ >= 4
+  with pytest.raises(corpus.SettingsMismatchError, match="programs"):
+    corpus.make_corpus(str(tmp_path / "a"), **GM)
 
 
 def test_command_line(tmp_path):

@@ -80,10 +80,11 @@ def test_corpus_room_colours_renditions_only_and_is_a_setting(tmp_path):
     corpus.make_corpus(wet, **args)
   with pytest.raises(corpus.CorpusError, match="--room"):
     corpus.make_corpus(str(tmp_path / "bad"), room=-1.0, **args)
-  # A corpus.json written before `room` existed is a dry corpus.
+  # A corpus.json written before `room` and `programs` existed is a dry corpus.
   settings = os.path.join(dry, "corpus.json")
   with open(settings) as f:
-    old = {k: v for k, v in json.load(f).items() if k != "room"}
+    old = {k: v for k, v in json.load(f).items()
+           if k not in ("room", "programs", "soundfont_renderer")}
   with open(settings, "w") as f:
     json.dump(old, f)
   corpus.make_corpus(dry, **args)

@@ -260,9 +260,9 @@ def test_prepare_rejects_a_dangling_symlink_with_its_reason(audio_dir, tmp_path)
 ALLOWED = {
     "storage.py": "the one place that does",
     "cli/bench.py": "the repository's own benchmarks/ scripts and a local results file",
-    "demo.py": "the demo's local output folder: it symlinks audio and renders with fluidsynth",
+    "demo.py": "the demo's local output folder: it symlinks audio and renders a corpus there",
     "cli/demo.py": "prints the demo's local output folder",
-    "data/corpus.py": "renders audio with a local fluidsynth process into a local folder",
+    "data/corpus.py": "renders audio into a local folder (soundfonts are read from local files)",
     "data/chorales.py": "its download cache on this machine",
 }
 # Calls that touch the file system given a path.

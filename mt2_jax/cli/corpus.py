@@ -2,7 +2,8 @@
 
   mt2 corpus --out /tmp/corpus    # 150 chorales x 3 renditions x 30 s + 343 notes, ~25 s on 2 cores
   mt2 corpus --out /tmp/small --num_pieces 12 --variants_per_piece 2 --max_seconds 10
-  mt2 corpus --out /tmp/sf --soundfont /usr/share/sounds/sf2/TimGM6mb.sf2
+  mt2 corpus --out /tmp/sf --soundfont gm   # pretty_midi's GM soundfont, or a path to a .sf2
+  mt2 corpus --out /tmp/gm --soundfont gm --programs family   # several sounds per instrument
   mt2 corpus --out /tmp/rooms --room 1   # each rendition through its own EQ, reverb and noise
 
 Renders music21's chorales (transposition, instrument and tempo variants)
@@ -49,7 +50,12 @@ _NOTE_SECONDS = flags.DEFINE_float("note_seconds", 2.0, "Length of each note fil
                                    allow_override=True)
 _SOUNDFONT = flags.DEFINE_string(
     "soundfont", None,
-    "A .sf2 file: render with the `fluidsynth` program instead of the built-in synthesizer.",
+    "A .sf2 file to render with instead of the built-in synthesizer; 'gm' for the General MIDI"
+    " soundfont that pretty_midi ships (TimGM6mb).", allow_override=True)
+_PROGRAMS = flags.DEFINE_enum(
+    "programs", "fixed", ["fixed", "family"],
+    "With --soundfont: 'fixed' plays each instrument with its GM program, 'family' each file"
+    " with a program drawn from the instrument's GM family (several timbres per label).",
     allow_override=True)
 _ROOM = flags.DEFINE_float(
     "room", 0.0,
@@ -87,7 +93,8 @@ def main(argv: Sequence[str]) -> None:
         instruments=_INSTRUMENTS.value, transpose=_pair(_TRANSPOSE.value, "transpose"),
         tempo=_pair(_TEMPO.value, "tempo"), notes=_NOTES.value,
         note_range=_pair(_NOTE_RANGE.value, "note_range"), note_seconds=_NOTE_SECONDS.value,
-        audio_format=_FORMAT.value, soundfont=_SOUNDFONT.value, room=_ROOM.value,
+        audio_format=_FORMAT.value, soundfont=_SOUNDFONT.value,
+        programs=_PROGRAMS.value, room=_ROOM.value,
         num_workers=_WORKERS.value)
   except corpus.CorpusError as e:
     raise app.UsageError(str(e)) from e

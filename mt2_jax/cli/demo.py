@@ -3,6 +3,7 @@
   mt2 demo                      # ./mt2_demo, about 25 minutes on a 2-core CPU
   mt2 demo --out /tmp/d --preset smoke   # about a minute: the test suite's run
   mt2 demo --out /tmp/r --preset rooms   # the same on recordings of varied rooms (--room 1)
+  mt2 demo --out /tmp/g --preset gm      # played by a GM soundfont, several programs per instrument
 
 Renders the Bach-chorale corpus, prepares the CQT dataset of its training
 split, pretrains MT2 and the two single-token baselines, probes every run on
@@ -24,10 +25,10 @@ from mt2_jax import host
 
 flags.DEFINE_string("out", None, "Output folder for everything (default: ./mt2_demo).",
                     allow_override=True)
-flags.DEFINE_enum("preset", "default", ["default", "rooms", "smoke"],
-                  "CPU-sized run; the same on recordings of varied rooms; or the ~1-minute smoke"
-                  " test.",
-                  allow_override=True)
+flags.DEFINE_enum("preset", "default", list(demo.PRESETS),
+                  "CPU-sized run; the same on recordings of varied rooms (rooms) or played by a"
+                  " GM soundfont with several programs per instrument (gm); or the ~1-minute"
+                  " smoke test.", allow_override=True)
 flags.DEFINE_bool("smallest", False, "Same as --preset=smoke.", allow_override=True)
 FLAGS = flags.FLAGS
 

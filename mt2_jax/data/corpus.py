@@ -5,8 +5,9 @@
 Everything comes offline from the chorales that music21 ships
 (mt2_jax.data.chorales: score -> MIDI -> notes in beats, keys, splits) ->
 renditions, each a transposition, an instrument and a tempo -> audio from our
-numpy synthesizer (mt2_jax.data.synth) or, with a soundfont, from the
-`fluidsynth` program -> with `room` > 0, each rendition through its own random
+numpy synthesizer (mt2_jax.data.synth) or from a soundfont (midirenderer; with
+`programs='family'` each rendition plays a GM program drawn from its
+instrument's family) -> with `room` > 0, each rendition through its own random
 recording chain (mt2_jax.data.room). `mt2 corpus` (mt2_jax/cli/corpus.py) is its command line.
 
 Renditions repeat the chorale verse after verse (hymns are strophic) to fill
@@ -24,8 +25,9 @@ a column does not apply):
   set            `chorale` or `note`
   piece          chorale id (`bwv269`) or note id (`organ_60`)
   split          train / validation / test, by piece
-  instrument     synthesizer instrument name (mt2_jax.data.synth.INSTRUMENTS)
-  program        General MIDI program 0-127 of that instrument
+  instrument     synthesizer instrument name (mt2_jax.data.synth.INSTRUMENTS);
+                 with programs='family', the name of a GM family
+  program        General MIDI program 0-127 that plays it
   key            chorale: key of this rendition in mir_eval spelling (`F# minor`)
   tonic          chorale: pitch class 0-11 of the key's tonic (C = 0)
   mode           chorale: major / minor
@@ -52,10 +54,8 @@ import dataclasses
 import io
 import json
 import multiprocessing
+import functools
 import os
-import shutil
-import subprocess
-import tempfile
 import zlib
 from typing import Sequence
 
@@ -77,7 +77,10 @@ LABELS_VERSION = 2  # Bump when labels.csv for given settings changes (2: NOTE_S
 NOTE_SPLIT_OF_RANK = ("train",) * 7 + ("test", "validation", "test")
 VERSE_GAP_BEATS = 1.0  # Breath between repeated verses, in quarter notes.
 NOTE_VELOCITY = 100
-_ROOM_STREAM = 3  # Of a rendition's random numbers: plan_variants uses [seed, piece(, j)].
+# Streams of a file's random numbers ([seed, crc32(file), stream]);
+# plan_variants uses [seed, piece(, j)].
+_ROOM_STREAM = 3
+_PROGRAM_STREAM = 4
 
 
 class CorpusError(Exception):
@@ -158,51 +161,72 @@ def _fade_out(x: np.ndarray, sample_rate: int, seconds: float = 0.02) -> np.ndar
   return x
 
 
-def _fluidsynth(notes: np.ndarray, program: int, soundfont: str, sample_rate: int) -> np.ndarray:
-  """Renders [N, 4] notes in seconds with the fluidsynth program. Returns [T] float32 mono."""
+GM_SOUNDFONT = "gm"  # --soundfont value: TimGM6mb.sf2, the GM soundfont pretty_midi ships.
+
+
+def soundfont_path(soundfont: str) -> str:
+  """'gm' -> the path of pretty_midi's TimGM6mb.sf2; any other value is a path, returned as is."""
+  if soundfont == GM_SOUNDFONT:
+    import pretty_midi  # pylint: disable=g-import-not-at-top
+    return os.path.join(os.path.dirname(pretty_midi.__file__), "TimGM6mb.sf2")
+  return soundfont
+
+
+@functools.lru_cache(maxsize=1)
+def _soundfont_bytes(path: str) -> bytes:
+  with open(path, "rb") as f:
+    return f.read()
+
+
+def _render_soundfont(notes: np.ndarray, program: int, soundfont: str,
+                      sample_rate: int) -> np.ndarray:
+  """Renders [N, 4] notes in seconds with a soundfont. Returns [T] float32 mono.
+
+  midirenderer (a pip wheel around the Rust synthesizer RustySynth) needs no
+  system program, unlike fluidsynth; it renders at 48 kHz in stereo.
+  """
+  import librosa  # pylint: disable=g-import-not-at-top
+  import midirenderer  # pylint: disable=g-import-not-at-top
   import pretty_midi  # pylint: disable=g-import-not-at-top
   pm = pretty_midi.PrettyMIDI()
   inst = pretty_midi.Instrument(program=program)
   inst.notes = [pretty_midi.Note(int(v), int(p), float(s), float(e)) for s, e, p, v in notes]
+  # Reverb and chorus sends (CC 91, 93) at 0, so the audio is a function of
+  # the notes; the same control 1 s after the last note-off lets the releases
+  # ring out (the renderer stops at the last MIDI event).
+  end = float(notes[:, 1].max()) + 1.0 if len(notes) else 1.0
+  inst.control_changes = [pretty_midi.ControlChange(c, 0, t) for c in (91, 93)
+                          for t in (0.0, end)]
   pm.instruments.append(inst)
-  with tempfile.TemporaryDirectory() as tmp:
-    mid, wav = os.path.join(tmp, "in.mid"), os.path.join(tmp, "out.wav")
-    pm.write(mid)
-    # -R 0 -C 0: no reverb or chorus, so the output is a function of the notes;
-    # float output never clips, whatever the polyphony.
-    cmd = [_fluidsynth_binary(), "-ni", "-q", "-R", "0", "-C", "0", "-g", "0.5", "-O", "float",
-           "-r", str(sample_rate), "-F", wav, soundfont, mid]
-    done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if done.returncode or not os.path.exists(wav):
-      raise RuntimeError(f"fluidsynth failed ({' '.join(cmd)}):\n{done.stdout}")
-    x, sr = sf.read(wav, dtype="float32", always_2d=True)
-  assert sr == sample_rate, (sr, sample_rate)
-  if len(notes) and not np.any(x):  # fluidsynth exits 0 even when it could not load anything.
-    raise RuntimeError(f"fluidsynth rendered silence ({' '.join(cmd)}):\n{done.stdout}")
-  return x.mean(axis=1)
-
-
-def _fluidsynth_binary() -> str:
-  path = shutil.which("fluidsynth")
-  if path is None:
-    raise CorpusError(
-        "--soundfont needs the `fluidsynth` program, which is not on PATH. Install it (Debian:"
-        " apt-get install --no-install-recommends fluidsynth) or leave out --soundfont to use"
-        " the built-in synthesizer.")
-  return path
+  buf = io.BytesIO()
+  pm.write(buf)
+  try:
+    wav = midirenderer.render_wave_from(_soundfont_bytes(soundfont_path(soundfont)),
+                                        buf.getvalue())
+  except (ValueError, RuntimeError) as e:
+    raise CorpusError(f"could not render with the soundfont {soundfont}: {e}") from e
+  x, sr = sf.read(io.BytesIO(wav), dtype="float32", always_2d=True)
+  x = x.mean(axis=1)
+  if sr != sample_rate:
+    x = librosa.resample(x, orig_sr=sr, target_sr=sample_rate).astype(np.float32)
+  return x
 
 
 def render(notes: np.ndarray, instrument: str, seconds: float | None,
-           soundfont: str | None = None, sample_rate: int = synth.SAMPLE_RATE) -> np.ndarray:
+           soundfont: str | None = None, sample_rate: int = synth.SAMPLE_RATE,
+           program: int | None = None) -> np.ndarray:
   """[N, 4] notes in seconds -> [T] float32 peak-normalised audio.
 
   With `seconds`, T = seconds * sample_rate (cut or zero-padded, last 20 ms
-  faded); without, the audio ends after the last release.
+  faded); without, the audio ends after the last release. With a soundfont,
+  `program` (default: the instrument's own) picks the GM sound.
   """
   if soundfont is None:
     x = synth.render_notes(notes, instrument, sample_rate, seconds, peak=None)
   else:
-    x = _fluidsynth(notes, synth.INSTRUMENTS[instrument].program, soundfont, sample_rate)
+    if program is None:
+      program = synth.INSTRUMENTS[instrument].program
+    x = _render_soundfont(notes, program, soundfont, sample_rate)
     if seconds:
       n = int(round(seconds * sample_rate))
       x = np.pad(x[:n], (0, max(n - len(x), 0)))
@@ -235,12 +259,24 @@ class _Settings:
   audio_format: str
   soundfont: str | None
   room: float = 0.0  # Strength of each chorale rendition's recording chain (room.py); 0: dry.
+  programs: str = "fixed"  # Or 'family': each file a GM program of its instrument's family.
+  # What renders a soundfont: None without one (and fluidsynth before midirenderer).
+  soundfont_renderer: str | None = None
   sample_rate: int = synth.SAMPLE_RATE
   version: int = VERSION
 
 
 def _seconds(x: np.ndarray, sample_rate: int) -> str:
   return f"{len(x) / sample_rate:.3f}"
+
+
+def _program(s: _Settings, instrument: str, rel: str) -> int:
+  """The GM program of one file: its instrument's, or one of the family drawn from the file name."""
+  inst = synth.INSTRUMENTS[instrument]
+  if s.programs == "fixed":
+    return inst.program
+  rng = np.random.default_rng([s.seed, zlib.crc32(rel.encode()), _PROGRAM_STREAM])
+  return int(rng.choice(inst.family))
 
 
 def _chorale_task(name: str, split: str, out_dir: str, s: _Settings,
@@ -253,13 +289,14 @@ def _chorale_task(name: str, split: str, out_dir: str, s: _Settings,
     rel = (f"chorales/{piece}_v{v.index}_{v.instrument}_{v.transposition:+d}st_"
            f"{v.tempo}bpm.{s.audio_format}")
     path = os.path.join(out_dir, rel)
+    program = _program(s, v.instrument, rel)
     if chorale is None:  # Key labels are needed even when all audio exists: read the cache.
       chorale = chorales.load_chorale(name, os.path.join(out_dir, "midi"))
     if os.path.exists(path):
       seconds = f"{sf.info(path).frames / s.sample_rate:.3f}"
     else:
       notes = rendition_notes(chorale.notes, v.transposition, v.tempo, s.max_seconds or None)
-      x = render(notes, v.instrument, s.max_seconds or None, s.soundfont, s.sample_rate)
+      x = render(notes, v.instrument, s.max_seconds or None, s.soundfont, s.sample_rate, program)
       if s.room:
         rng = np.random.default_rng([s.seed, zlib.crc32(rel.encode()), _ROOM_STREAM])
         room = room_lib.draw_room(rng, s.room)
@@ -269,7 +306,7 @@ def _chorale_task(name: str, split: str, out_dir: str, s: _Settings,
     tonic = (chorale.tonic + v.transposition) % 12
     rows.append(dict(
         file=rel, set="chorale", piece=chorale.piece, split=split, instrument=v.instrument,
-        program=synth.INSTRUMENTS[v.instrument].program,
+        program=program,
         key=chorales.key_label(tonic, chorale.mode), tonic=tonic, mode=chorale.mode,
         transposition=v.transposition, source_key=chorale.key, key_source=chorale.key_source,
         tempo=v.tempo, seconds=seconds))
@@ -284,13 +321,14 @@ def _note_task(instrument: str, pitches: Sequence[int], out_dir: str, s: _Settin
   for pitch in pitches:
     rel = f"notes/{instrument}_{pitch}.{s.audio_format}"
     path = os.path.join(out_dir, rel)
+    program = _program(s, instrument, rel)
     if not os.path.exists(path):
       x = render(np.array([[0.0, hold, pitch, NOTE_VELOCITY]]), instrument, s.note_seconds,
-                 s.soundfont, s.sample_rate)
+                 s.soundfont, s.sample_rate, program)
       write_audio(path, x, s.sample_rate)
     rows.append(dict(
         file=rel, set="note", piece=f"{instrument}_{pitch}", split=note_splits[pitch],
-        instrument=instrument, program=synth.INSTRUMENTS[instrument].program, pitch=pitch,
+        instrument=instrument, program=program, pitch=pitch,
         pitch_class=pitch % 12, seconds=f"{s.note_seconds:.3f}"))
   return rows
 
@@ -323,7 +361,8 @@ def make_corpus(out_dir: str, seed: int = 0, num_pieces: int = 150, variants_per
                 transpose: tuple[int, int] = (-6, 5), tempo: tuple[int, int] = (60, 132),
                 notes: bool = True, note_range: tuple[int, int] = (36, 84),
                 note_seconds: float = 2.0, audio_format: str = "flac",
-                soundfont: str | None = None, room: float = 0.0, num_workers: int = 0,
+                soundfont: str | None = None, programs: str = "fixed", room: float = 0.0,
+                num_workers: int = 0,
                 progress: bool = True) -> str:
   """Renders the chorale corpus (and the note set) into out_dir; see the module docstring.
 
@@ -341,7 +380,12 @@ def make_corpus(out_dir: str, seed: int = 0, num_pieces: int = 150, variants_per
     note_range: (lowest, highest) MIDI pitch, inclusive.
     note_seconds: length of a note file (held 3/4 of it).
     audio_format: 'flac' or 'wav', 16-bit.
-    soundfont: a .sf2 file to render with the fluidsynth program instead.
+    soundfont: a .sf2 file to render with instead of the built-in synthesizer,
+      or 'gm' for the General MIDI soundfont that pretty_midi ships.
+    programs: 'fixed' (each instrument its GM program) or, with a soundfont,
+      'family': each file plays a program drawn from its instrument's GM
+      family (synth.Instrument.family), so that an instrument label covers
+      several timbres.
     room: > 0 passes each chorale rendition through its own random recording
       chain (EQ, reverb, noise) of this strength (mt2_jax/data/room.py); the
       note set stays dry.
@@ -357,19 +401,26 @@ def make_corpus(out_dir: str, seed: int = 0, num_pieces: int = 150, variants_per
   if unknown:
     raise CorpusError(f"unknown instruments {sorted(unknown)}; known: {list(synth.INSTRUMENTS)}")
   if soundfont is not None:
-    _fluidsynth_binary()  # Fail now, not in a worker.
-    soundfont = os.path.abspath(soundfont)
-    if not os.path.isfile(soundfont):
-      raise CorpusError(f"--soundfont {soundfont}: no such file")
-    with open(soundfont, "rb") as f:
+    if soundfont != GM_SOUNDFONT:
+      soundfont = os.path.abspath(soundfont)
+    path = soundfont_path(soundfont)
+    if not os.path.isfile(path):
+      raise CorpusError(f"--soundfont {path}: no such file")
+    with open(path, "rb") as f:
       head = f.read(12)
     if head[:4] != b"RIFF" or head[8:] != b"sfbk":
-      raise CorpusError(f"{soundfont} is not a SoundFont 2 (.sf2) file")
+      raise CorpusError(f"{path} is not a SoundFont 2 (.sf2) file")
+  if programs not in ("fixed", "family"):
+    raise CorpusError(f"--programs must be 'fixed' or 'family', got {programs!r}")
+  if programs == "family" and soundfont is None:
+    raise CorpusError("--programs family needs --soundfont: the built-in synthesizer has one"
+                      " sound per instrument")
   if room < 0:
     raise CorpusError(f"--room must be >= 0 (0: dry), got {room}")
   settings = _Settings(seed, float(max_seconds), instruments, tuple(map(int, transpose)),
                        tuple(map(int, tempo)), tuple(map(int, note_range)), float(note_seconds),
-                       audio_format, soundfont, float(room))
+                       audio_format, soundfont, float(room), programs,
+                       "midirenderer" if soundfont else None)
   for sub in ("chorales", "notes", "midi"):
     os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
   _check_settings(out_dir, settings)

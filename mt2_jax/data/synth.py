@@ -198,23 +198,30 @@ class Instrument:
     name: label written to labels.csv.
     program: General MIDI program (0-based) of the nearest GM sound, used when
       rendering with a soundfont instead.
+    family: GM programs (0-based) of the same kind of instrument: with a
+      soundfont and `programs='family'`, each rendition plays one of them.
     release: seconds of fade after note-off.
     tone: (t [N] s, pitch, sample_rate, seed) -> [N] held tone.
   """
   name: str
   program: int
+  family: tuple[int, ...]
   release: float
   tone: Callable[..., np.ndarray]
 
 
+# Families: the GM family (8 programs) of each sound, but for strings, whose GM
+# families also hold pizzicato, harp, timpani, choirs and an orchestra hit:
+# there the bowed strings of the Strings and Ensemble families.
 INSTRUMENTS = {i.name: i for i in [
-    Instrument("organ", 19, 0.08, _organ),         # GM 20 Church Organ
-    Instrument("piano", 0, 0.25, _piano),          # GM 1 Acoustic Grand Piano
-    Instrument("guitar", 24, 0.15, _guitar),       # GM 25 Acoustic Guitar (nylon)
-    Instrument("flute", 73, 0.10, _flute),         # GM 74 Flute
-    Instrument("brass", 56, 0.08, _brass),         # GM 57 Trumpet
-    Instrument("clarinet", 71, 0.06, _clarinet),   # GM 72 Clarinet
-    Instrument("strings", 48, 0.25, _strings),     # GM 49 String Ensemble 1
+    Instrument("organ", 19, tuple(range(16, 24)), 0.08, _organ),     # GM 20 Church Organ
+    Instrument("piano", 0, tuple(range(0, 8)), 0.25, _piano),        # GM 1 Acoustic Grand
+    Instrument("guitar", 24, tuple(range(24, 32)), 0.15, _guitar),   # GM 25 Nylon Guitar
+    Instrument("flute", 73, tuple(range(72, 80)), 0.10, _flute),     # GM 74 Flute; Pipe
+    Instrument("brass", 56, tuple(range(56, 64)), 0.08, _brass),     # GM 57 Trumpet
+    Instrument("clarinet", 71, tuple(range(64, 72)), 0.06, _clarinet),  # GM 72 Clarinet; Reed
+    Instrument("strings", 48, (40, 41, 42, 43, 44, 48, 49, 50, 51), 0.25,
+               _strings),                                            # GM 49 String Ensemble 1
 ]}
 
 
