@@ -309,6 +309,19 @@ def test_family_programs_vary_timbre_within_an_instrument(tmp_path):
     corpus.make_corpus(str(tmp_path / "a"), **GM)
 
 
+def test_a_note_its_program_cannot_sound_is_left_out_and_reported(tmp_path, caplog):
+  # TimGM6mb has no alto-sax sample (program 65) at E4 = 64: silence.
+  with pytest.raises(corpus.SilentError, match="program 65"):
+    corpus.render(np.array([[0.0, 0.5, 64, 100]]), "clarinet", 1.0, "gm", program=65)
+  # Seed 0 draws program 65 for notes/clarinet_64 (the demo's gm corpus met it).
+  rows = read_labels(corpus.make_corpus(
+      str(tmp_path), **dict(GM, num_pieces=0, instruments=("clarinet",), note_range=(63, 65),
+                            programs="family")))
+  assert [r["pitch"] for r in rows] == ["63", "65"]
+  assert not (tmp_path / "notes" / "clarinet_64.flac").exists()
+  assert "clarinet_64.flac (program 65" in caplog.text
+
+
 def test_command_line(tmp_path):
   cmd = [sys.executable, "-m", "mt2_jax.cli", "corpus", f"--out={tmp_path}", "--num_pieces=1",
          "--variants_per_piece=1", "--max_seconds=3", "--nonotes", "--num_workers=0",

@@ -53,12 +53,13 @@ import csv
 import dataclasses
 import io
 import json
-import multiprocessing
 import functools
+import multiprocessing
 import os
 import zlib
 from typing import Sequence
 
+from absl import logging
 import numpy as np
 import soundfile as sf
 
@@ -89,6 +90,10 @@ class CorpusError(Exception):
 
 class SettingsMismatchError(CorpusError):
   """--out already holds a corpus rendered with other settings."""
+
+
+class SilentError(CorpusError):
+  """A soundfont program has no sound for the notes asked of it."""
 
 
 # ---------------------------------------------------------------------------
@@ -207,6 +212,10 @@ def _render_soundfont(notes: np.ndarray, program: int, soundfont: str,
     raise CorpusError(f"could not render with the soundfont {soundfont}: {e}") from e
   x, sr = sf.read(io.BytesIO(wav), dtype="float32", always_2d=True)
   x = x.mean(axis=1)
+  if len(notes) and not np.any(x):  # A small soundfont may lack samples for some keys.
+    pitches = sorted({int(p) for p in notes[:, 2]})
+    raise SilentError(f"program {program} of soundfont {soundfont} is silent for pitches "
+                      f"{pitches[0]}-{pitches[-1]}")
   if sr != sample_rate:
     x = librosa.resample(x, orig_sr=sr, target_sr=sample_rate).astype(np.float32)
   return x
@@ -315,7 +324,11 @@ def _chorale_task(name: str, split: str, out_dir: str, s: _Settings,
 
 def _note_task(instrument: str, pitches: Sequence[int], out_dir: str, s: _Settings,
                note_splits: dict[int, str]) -> list[dict]:
-  """Renders (or finds) the isolated notes of one instrument; returns their label rows."""
+  """Renders (or finds) the isolated notes of one instrument; returns their label rows.
+
+  A note its program cannot sound is left out: its row has only `file` and
+  `skipped` (the reason), for make_corpus to report.
+  """
   rows = []
   hold = s.note_seconds * 0.75  # Held for 3/4 of the file, then released.
   for pitch in pitches:
@@ -323,8 +336,12 @@ def _note_task(instrument: str, pitches: Sequence[int], out_dir: str, s: _Settin
     path = os.path.join(out_dir, rel)
     program = _program(s, instrument, rel)
     if not os.path.exists(path):
-      x = render(np.array([[0.0, hold, pitch, NOTE_VELOCITY]]), instrument, s.note_seconds,
-                 s.soundfont, s.sample_rate, program)
+      try:
+        x = render(np.array([[0.0, hold, pitch, NOTE_VELOCITY]]), instrument, s.note_seconds,
+                   s.soundfont, s.sample_rate, program)
+      except SilentError as e:
+        rows.append(dict(file=rel, skipped=str(e)))
+        continue
       write_audio(path, x, s.sample_rate)
     rows.append(dict(
         file=rel, set="note", piece=f"{instrument}_{pitch}", split=note_splits[pitch],
@@ -460,6 +477,11 @@ def make_corpus(out_dir: str, seed: int = 0, num_pieces: int = 150, variants_per
         raise
   bar.close()
 
+  skipped = [r for r in rows if "skipped" in r]
+  if skipped:
+    logging.warning("%d notes left out, their soundfont program has no sound there: %s",
+                    len(skipped), "; ".join(f"{r['file']} ({r['skipped']})" for r in skipped))
+  rows = [r for r in rows if "skipped" not in r]
   rows.sort(key=lambda r: (r["set"], r["file"]))
   buf = io.StringIO()
   writer = csv.DictWriter(buf, COLUMNS, restval="", lineterminator="\n")
