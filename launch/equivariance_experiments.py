@@ -135,6 +135,12 @@ EXPERIMENTS = {
     "mt2_cait_lr05x": ("mt2", {**CAIT, "optim.lr": 5e-4}),
     "con_cait_lr2x": ("contrastive_only", {**CAIT, "optim.lr": 2e-3}),
     "eq_cait_lr2x": ("equivariant_only", {**CAIT, "optim.lr": 2e-3}),
+    # Session 10, on the GM corpus (`mt2 demo --preset gm`: several programs per
+    # instrument), where the contrastive token reads instruments worse than an
+    # untrained model: A and B share their key, which NT-Xent can match them by.
+    # Does A' (A transposed) as a further positive make the token name the timbre?
+    "con_cait_shiftpos": ("contrastive_only", {**CAIT, "losses.ntxent.include_shift_view": True}),
+    "mt2_cait_shiftpos": ("mt2", {**CAIT, "losses.ntxent.include_shift_view": True}),
 }
 # The curves of docs/experiments_cpsd.png (OUT/cpsd_curves.png); all rows when none ran.
 PLOTTED = ("eq_paper", "eq_hybrid", "eq_hybrid_hinge", "mt2_hybrid", "mt2_hybrid_shiftpos",

@@ -1,12 +1,26 @@
 """`mt2 demo --preset smoke`: the whole pipeline end to end, then again from its caches."""
 
+import inspect
 import json
 
 from absl import flags
 import numpy as np
+import pytest
 
+from mt2_jax import config_validation
 from mt2_jax import demo
 from mt2_jax.cli import demo as demo_cli
+from mt2_jax.data import corpus
+
+
+@pytest.mark.parametrize("name", sorted(demo.PRESETS))
+def test_every_preset_asks_for_a_corpus_and_runs_that_exist(name):
+  # Presets other than smoke run only by hand (20+ minutes): a misspelt corpus
+  # setting or config key would otherwise first show after minutes of work.
+  preset = demo.PRESETS[name]
+  inspect.signature(corpus.make_corpus).bind("out", **preset.corpus)
+  for run in demo.RUNS:
+    config_validation.validate(demo.run_config(run, preset, "data"))
 
 
 def test_demo_smoke_end_to_end_and_resumes(tmp_path, capsys):
