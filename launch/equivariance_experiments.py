@@ -36,7 +36,8 @@ import sys
 PAPER = {"model.width": 48, "model.patch_embed": "dense", "model.layerscale": 0.0,
          "model.layerscale_tokens": "all", "model.class_token_init": "mean",
          "losses.cpsd.head": "dense", "losses.cpsd.spread_weight": 0.0,
-         "losses.ntxent.projector": "none", "model.class_blocks": 0, "optim.lr": 1e-3}
+         "losses.ntxent.projector": "none", "model.class_blocks": 0, "optim.lr": 1e-3,
+         "model.detached_tokens": ()}
 PITCH = {**PAPER, "model.patch_embed": "pitch", "model.layerscale": 0.01}
 HYBRID = {**PAPER, "model.patch_embed": "hybrid", "model.layerscale": 0.01}
 HINGE = {**HYBRID, "losses.cpsd.spread_weight": 1.0}
@@ -141,6 +142,13 @@ EXPERIMENTS = {
     # Does A' (A transposed) as a further positive make the token name the timbre?
     "con_cait_shiftpos": ("contrastive_only", {**CAIT, "losses.ntxent.include_shift_view": True}),
     "mt2_cait_shiftpos": ("mt2", {**CAIT, "losses.ntxent.include_shift_view": True}),
+    # In MT2 that collapses CPSD: the shared blocks become transposition
+    # invariant. With the contrastive token's class block reading the frames
+    # through a stop-gradient (model.detached_tokens), NT-Xent trains only its
+    # own class block and head; the shared blocks learn from CPSD alone.
+    "mt2_cait_det": ("mt2", {**CAIT, "model.detached_tokens": ("contrastive",)}),
+    "mt2_cait_shiftpos_det": ("mt2", {**CAIT, "losses.ntxent.include_shift_view": True,
+                                      "model.detached_tokens": ("contrastive",)}),
 }
 # The curves of docs/experiments_cpsd.png (OUT/cpsd_curves.png); all rows when none ran.
 PLOTTED = ("eq_paper", "eq_hybrid", "eq_hybrid_hinge", "mt2_hybrid", "mt2_hybrid_shiftpos",

@@ -95,6 +95,10 @@ def base_config() -> ml_collections.ConfigDict:
       # tokens are one feature and MT2's NT-Xent pays for CPSD (docs/experiments.md,
       # session 7). `class_token_attention` and `layerscale_tokens` only matter at 0.
       class_blocks=1,
+      # Class tokens whose class blocks read the frames through a stop-gradient:
+      # their losses train their own class blocks and heads, not the shared
+      # blocks (needs class_blocks; docs/experiments.md, session 10).
+      detached_tokens=(),
       # Unset (None): the variant's. Set one to vary a single dimension, e.g.
       # --config.model.depth=4.
       width=config_dict.placeholder(int),

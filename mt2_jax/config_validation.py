@@ -110,6 +110,14 @@ def check_model(config) -> None:
     if model.get("class_token_attention", "full") != "full":
       _fail("model.class_token_attention", "with model.class_blocks the blocks see the frames "
             "only, so there is no class-token attention to restrict; leave it 'full'")
+  detached = tuple(model.get("detached_tokens", ()))
+  if detached:
+    if not model.get("class_blocks", 0):
+      _fail("model.detached_tokens", "a token reads the frames apart from the blocks only with "
+            "model.class_blocks > 0")
+    unknown = sorted(set(detached) - set(model.class_tokens))
+    if unknown:
+      _fail("model.detached_tokens", f"{unknown} are not class tokens {tuple(model.class_tokens)}")
   attention = model.get("attention", "auto")
   if attention not in model_lib.ATTENTION_IMPLEMENTATIONS:
     _fail("model.attention", f"unknown {attention!r}; known: {model_lib.ATTENTION_IMPLEMENTATIONS}")

@@ -90,6 +90,9 @@ class ViT1D(nn.Module):
   # blocks see the frames only, then each class token reads their output with
   # n ClassAttentionBlocks of its own (CaiT), so the tokens are two features.
   class_blocks: int = 0
+  # Class tokens whose class blocks read stop_gradient(frames): their losses
+  # then train their own class blocks, not the blocks shared with the others.
+  detached_tokens: tuple[str, ...] = ()
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
@@ -136,9 +139,15 @@ class ViT1D(nn.Module):
       tokens = []
       for k, name in enumerate(self.class_tokens):
         c = cls_bkd[:, k:k + 1]
+        frames = h
+        if name in self.detached_tokens:
+          frames = jax.lax.stop_gradient(h)
+          if self.class_token_init == "mean":  # Its start reads the frames, too: c = v + m.
+            m = jnp.mean(h, axis=1, keepdims=True)
+            c = c - (m - jax.lax.stop_gradient(m))  # The same value, m's gradient stopped.
         for j in range(self.class_blocks):
-          c = ClassAttentionBlock(self.num_heads, self.mlp_dim, dtype=self.dtype,
-                                  dropout=self.dropout, name=f"cls_{name}_block{j:02d}")(c, h, train)
+          c = ClassAttentionBlock(self.num_heads, self.mlp_dim, dtype=self.dtype, dropout=self.dropout,
+                                  name=f"cls_{name}_block{j:02d}")(c, frames, train)
         tokens.append(c)
       h = jnp.concatenate(tokens + [h], axis=1)
     h = layer_norm("final_norm", self.dtype)(h)

@@ -84,6 +84,7 @@ def build_model(config) -> MT2:
       layerscale=config.model.get("layerscale", 0.0),
       layerscale_tokens=config.model.get("layerscale_tokens", "all"),
       class_blocks=config.model.get("class_blocks", 0),
+      detached_tokens=tuple(config.model.get("detached_tokens", ())),
       name="backbone")
   return MT2(backbone=backbone, heads=head_specs(config))
 
