@@ -160,11 +160,12 @@ def test_bfloat16_forward_is_close_to_float32():
     assert np.mean(np.abs(low - ref)) > 0, name  # The bfloat16 path really ran in bfloat16.
 
 
-def _loss_grads(attention="full", remat=False, class_blocks=0):
+def _loss_grads(attention="full", remat=False, class_blocks=0, detached=()):
   """(model, params, gradients of each loss term (cpsd, ntxent) w.r.t. all parameters).
 
   class_blocks 0 (default here): the class tokens go through the blocks."""
   config = _config(f"runlocal,frames=16,model.class_blocks={class_blocks}")
+  config.model.detached_tokens = detached
   config.model.class_token_attention = attention
   config.model.remat = remat
   config.losses.ntxent.projector = "mlp"
@@ -470,6 +471,34 @@ def test_class_blocks_give_each_token_its_own_weights():
   out2 = model.apply({"params": moved}, x, with_heads=False)
   np.testing.assert_allclose(out["tokens"], out2["tokens"], atol=1e-6)
   assert not np.allclose(out["cls_equivariant"], out2["cls_equivariant"], atol=1e-3)
+
+
+def test_a_detached_token_trains_its_own_class_block_and_not_the_shared_blocks():
+  model, params, grads = _loss_grads(class_blocks=1, detached=("contrastive",))
+  _, _, attached = _loss_grads(class_blocks=1)
+  ntxent = grads["ntxent"]["backbone"]
+  own = ntxent.pop("cls_contrastive_block00")
+  assert _norm(own) > 0
+  # Its own class block and head learn exactly as before (same forward pass).
+  jax.tree.map(np.testing.assert_array_equal, own,
+               attached["ntxent"]["backbone"]["cls_contrastive_block00"])
+  jax.tree.map(np.testing.assert_array_equal, grads["ntxent"]["head_ntxent"],
+               attached["ntxent"]["head_ntxent"])
+  cls = np.asarray(ntxent.pop("cls"))
+  assert np.abs(cls[1]).sum() > 0 and np.abs(cls[0]).sum() == 0  # Its own vector only.
+  # The final LayerNorm's scale and bias, shared by every output, still learn
+  # from both losses; nothing else does: frame blocks, embeddings, the other
+  # token's class block.
+  assert _norm(ntxent.pop("final_norm")) > 0
+  assert _norm(ntxent) == 0.0
+  assert _norm(attached["ntxent"]["backbone"]["block00"]) > 0
+  jax.tree.map(np.testing.assert_array_equal, grads["cpsd"], attached["cpsd"])
+  for tokens, key in ((("contrastive",), "class_blocks > 0"), (("tonal",), "not class tokens")):
+    config = _config("runlocal,model.class_blocks=0" if key.startswith("class") else "runlocal")
+    config.model.detached_tokens = tokens
+    from mt2_jax import config_validation
+    with pytest.raises(ValueError, match=r"model\.detached_tokens.*" + key):
+      config_validation.validate(config)
 
 
 def test_each_class_block_costs_one_block_per_token():

@@ -91,7 +91,8 @@ class ViT1D(nn.Module):
   # n ClassAttentionBlocks of its own (CaiT), so the tokens are two features.
   class_blocks: int = 0
   # Class tokens whose class blocks read stop_gradient(frames): their losses
-  # then train their own class blocks, not the blocks shared with the others.
+  # then train their own class blocks, not the blocks shared with the others
+  # (only the final LayerNorm's scale and bias stay shared).
   detached_tokens: tuple[str, ...] = ()
 
   @nn.compact
