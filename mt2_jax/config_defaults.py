@@ -125,6 +125,11 @@ def base_config() -> ml_collections.ConfigDict:
           projector_dim=128,
           projector_hidden=1024,
           include_shift_view=False,  # A' as a third positive view.
+          # With it: A' reaches NT-Xent through the token's own class blocks only
+          # (its frames through a stop-gradient), so that the invariance to
+          # transposition A' asks for is learnt there, not in the blocks CPSD
+          # shares (needs model.class_blocks; docs/experiments.md, session 10).
+          detach_shift_view=False,
       ),
   )
 

@@ -198,6 +198,15 @@ def check_losses(config) -> None:
         _positive_int(config, f"{key}.projector_hidden")
       if config.batch_size < 2:
         _fail("batch_size", f"ntxent needs negatives: batch_size >= 2, got {config.batch_size}")
+      if loss.get("detach_shift_view", False):
+        if not loss.get("include_shift_view", False):
+          _fail(f"{key}.detach_shift_view", "needs include_shift_view: A' is not a view otherwise")
+        if not config.model.get("class_blocks", 0):
+          _fail(f"{key}.detach_shift_view", "A' reaches the token through its own class blocks "
+                "only with model.class_blocks > 0")
+        if tuple(config.model.get("detached_tokens", ())):
+          _fail(f"{key}.detach_shift_view", "detaches the A' rows of its token; model."
+                "detached_tokens detaches every row: set one of the two")
 
 
 @register

@@ -501,6 +501,46 @@ def test_a_detached_token_trains_its_own_class_block_and_not_the_shared_blocks()
       config_validation.validate(config)
 
 
+def test_detach_shift_view_keeps_a_prime_out_of_the_shared_blocks():
+  """With losses.ntxent.detach_shift_view, NT-Xent's gradient is the one of a
+  loss whose A' embedding sees the shared parameters as constants (only the
+  contrastive token's vector, class block, the final LayerNorm and its head
+  learn from A'), while A and B train everything as before."""
+  from mt2_jax import losses
+  config = _config("runlocal,frames=16,model.class_blocks=1")
+  config.losses.ntxent.include_shift_view = True
+  config.losses.ntxent.detach_shift_view = True
+  model = model_lib.build_model(config)
+  params, batch = _params(model), _batch()
+  loss_fn = objective.make_loss_fn(config, model)
+  got = jax.grad(lambda p: loss_fn(p, batch, None)[1]["ntxent"])(params)
+
+  config_plain = _config("runlocal,frames=16,model.class_blocks=1",
+                         ntxent=dict(config.losses.ntxent, detach_shift_view=False))
+  plain = model_lib.build_model(config_plain)  # The same parameters, nothing detached.
+  own = ("cls", "cls_contrastive_block00", "final_norm")
+  def reference(p):
+    const = dict(p, backbone={k: v if k in own else jax.lax.stop_gradient(v)
+                              for k, v in p["backbone"].items()})
+    head = lambda q, key: plain.apply({"params": q}, batch[key])["head_ntxent"]
+    return losses.nt_xent(head(p, "x_a"), head(p, "x_b"), extra_views=(head(const, "x_a_shift"),))[0]
+  want = jax.grad(reference)(params)
+  scale = max(float(np.abs(g).max()) for g in jax.tree.leaves(want))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5 * scale), got, want)
+  # And A' did train the shared blocks without the knob.
+  undetached = objective.make_loss_fn(config_plain, plain)
+  full = jax.grad(lambda p: undetached(p, batch, None)[1]["ntxent"])(params)
+  assert _norm(jax.tree.map(jnp.subtract, got["backbone"]["block00"],
+                            full["backbone"]["block00"])) > 1e-3
+  for key, value in (("include_shift_view", False), ("detach_shift_view", True)):
+    bad = _config("runlocal,frames=16,model.class_blocks=0" if value else "runlocal,frames=16")
+    bad.losses.ntxent.detach_shift_view = True
+    bad.losses.ntxent.include_shift_view = key != "include_shift_view"
+    from mt2_jax import config_validation
+    with pytest.raises(ValueError, match="detach_shift_view"):
+      config_validation.validate(bad)
+
+
 def test_each_class_block_costs_one_block_per_token():
   """A class-attention block has a plain block's parameters (q + kv = qkv), one per token."""
   counts = {}

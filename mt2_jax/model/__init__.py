@@ -28,7 +28,7 @@ from mt2_jax.model.heads import (EQUIVARIANT_HEADS, LOSS_KINDS, PROJECTORS, Cont
 from mt2_jax.model.layers import (ATTENTION_IMPLEMENTATIONS, LAYERSCALE_TOKENS, EncoderBlock,
                                   ClassAttentionBlock, SelfAttention, attention_implementation)
 from mt2_jax.model.mt2 import (MT2, VARIANTS, abstract_variables, build_model, count_params, head_specs,
-                              model_dims)
+                              model_dims, shift_view_detached)
 from mt2_jax.sharding import LOGICAL_AXIS_RULES, logical_axis_rules, param_shardings
 
 __all__ = [
@@ -37,5 +37,5 @@ __all__ = [
     "NUM_PITCH_CLASSES", "PATCH_EMBEDS", "PROJECTORS", "VARIANTS", "ContrastiveHead", "EncoderBlock",
     "EquivariantHead", "HeadSpec", "PitchEmbed", "SelfAttention", "ViT1D", "abstract_variables",
     "attention_implementation", "build_model", "count_params", "head_specs", "logical_axis_rules",
-    "model_dims", "param_shardings", "pitch_embed_channels",
+    "model_dims", "param_shardings", "pitch_embed_channels", "shift_view_detached",
 ]

@@ -90,13 +90,15 @@ class ViT1D(nn.Module):
   # blocks see the frames only, then each class token reads their output with
   # n ClassAttentionBlocks of its own (CaiT), so the tokens are two features.
   class_blocks: int = 0
-  # Class tokens whose class blocks read stop_gradient(frames): their losses
-  # then train their own class blocks, not the blocks shared with the others
-  # (only the final LayerNorm's scale and bias stay shared).
+  # Class tokens whose class blocks read stop_gradient(frames) (on the rows
+  # `detach_rows` flags; all rows without it): their losses then train their
+  # own class blocks there, not the blocks shared with the other tokens (only
+  # the final LayerNorm's scale and bias stay shared).
   detached_tokens: tuple[str, ...] = ()
 
   @nn.compact
-  def __call__(self, x, *, train: bool = False):
+  def __call__(self, x, *, train: bool = False, detach_rows=None):
+    """x: [B, bins, T]; detach_rows: bool [B] or None (see detached_tokens)."""
     batch, _, frames = x.shape
     if frames > self.num_frames:
       raise ValueError(
@@ -142,10 +144,14 @@ class ViT1D(nn.Module):
         c = cls_bkd[:, k:k + 1]
         frames = h
         if name in self.detached_tokens:
-          frames = jax.lax.stop_gradient(h)
+          detach = jax.lax.stop_gradient
+          if detach_rows is not None:
+            rows = jnp.asarray(detach_rows, bool)[:, None, None]
+            detach = lambda t, rows=rows: jnp.where(rows, jax.lax.stop_gradient(t), t)
+          frames = detach(h)
           if self.class_token_init == "mean":  # Its start reads the frames, too: c = v + m.
             m = jnp.mean(h, axis=1, keepdims=True)
-            c = c - (m - jax.lax.stop_gradient(m))  # The same value, m's gradient stopped.
+            c = c - (m - detach(m))  # The same value, m's gradient stopped.
         for j in range(self.class_blocks):
           c = ClassAttentionBlock(self.num_heads, self.mlp_dim, dtype=self.dtype, dropout=self.dropout,
                                   name=f"cls_{name}_block{j:02d}")(c, frames, train)

@@ -25,9 +25,9 @@ class MT2(nn.Module):
   heads: Sequence[HeadSpec] = ()
 
   @nn.compact
-  def __call__(self, x, *, train: bool = False, with_heads: bool = True):
-    """x: float [B, num_bins, T]. Returns the dict of named outputs."""
-    out = dict(self.backbone(x, train=train))
+  def __call__(self, x, *, train: bool = False, with_heads: bool = True, detach_rows=None):
+    """x: float [B, num_bins, T]; detach_rows: ViT1D's. Returns the dict of named outputs."""
+    out = dict(self.backbone(x, train=train, detach_rows=detach_rows))
     if not with_heads:
       return out
     for spec in self.heads:
@@ -67,6 +67,21 @@ def model_dims(config) -> dict[str, int]:
   return dims
 
 
+def shift_view_detached(config) -> bool:
+  """Whether a loss asks for A' through its token's own class blocks only (the
+  objective then flags the A' rows: ViT1D.detach_rows)."""
+  return any(l.kind == "ntxent" and l.get("detach_shift_view", False)
+             for l in config.losses.values())
+
+
+def detached_tokens(config) -> tuple[str, ...]:
+  """model.detached_tokens, or the tokens of the losses with detach_shift_view."""
+  if shift_view_detached(config):
+    return tuple(l.token for l in config.losses.values()
+                 if l.kind == "ntxent" and l.get("detach_shift_view", False))
+  return tuple(config.model.get("detached_tokens", ()))
+
+
 def build_model(config) -> MT2:
   """The MT2 module described by `config.model`, `config.data` and `config.losses`."""
   backbone = ViT1D(
@@ -84,7 +99,7 @@ def build_model(config) -> MT2:
       layerscale=config.model.get("layerscale", 0.0),
       layerscale_tokens=config.model.get("layerscale_tokens", "all"),
       class_blocks=config.model.get("class_blocks", 0),
-      detached_tokens=tuple(config.model.get("detached_tokens", ())),
+      detached_tokens=detached_tokens(config),
       name="backbone")
   return MT2(backbone=backbone, heads=head_specs(config))
 

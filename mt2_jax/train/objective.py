@@ -66,6 +66,7 @@ def make_loss_fn(config, model: model_lib.MT2) -> Callable[..., tuple[jax.Array,
   `cpsd_pos`, `ntxent_acc`).
   """
   specs = {name: config.losses[name] for name in sorted(config.losses)}
+  detach_shift = model_lib.shift_view_detached(config)
   for name, cfg in specs.items():
     if cfg.kind not in LOSSES:
       raise ValueError(f"config.losses.{name}.kind: unknown {cfg.kind!r}; known: {sorted(LOSSES)}")
@@ -78,7 +79,9 @@ def make_loss_fn(config, model: model_lib.MT2) -> Callable[..., tuple[jax.Array,
     # then stay on it, where [A; B; A'] would move rows between devices.
     x = jnp.stack(views, axis=1).reshape((3 * b,) + views[0].shape[1:])
     rngs = {"dropout": rng} if rng is not None else {}
-    out = model.apply({"params": params}, x, train=True, rngs=rngs)
+    # Rows of A' (every third): read through a stop-gradient by detached tokens.
+    detach_rows = jnp.tile(jnp.array([False, False, True]), b) if detach_shift else None
+    out = model.apply({"params": params}, x, train=True, rngs=rngs, detach_rows=detach_rows)
     total = jnp.zeros((), jnp.float32)
     metrics = {}
     for name, cfg in specs.items():
