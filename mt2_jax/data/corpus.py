@@ -51,9 +51,9 @@ already written (writes are temp file + rename).
 import concurrent.futures
 import csv
 import dataclasses
+import functools
 import io
 import json
-import functools
 import multiprocessing
 import os
 import zlib

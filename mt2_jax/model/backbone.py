@@ -142,19 +142,19 @@ class ViT1D(nn.Module):
       tokens = []
       for k, name in enumerate(self.class_tokens):
         c = cls_bkd[:, k:k + 1]
-        frames = h
+        read = h  # What this token's class blocks read.
         if name in self.detached_tokens:
           detach = jax.lax.stop_gradient
           if detach_rows is not None:
             rows = jnp.asarray(detach_rows, bool)[:, None, None]
             detach = lambda t, rows=rows: jnp.where(rows, jax.lax.stop_gradient(t), t)
-          frames = detach(h)
+          read = detach(h)
           if self.class_token_init == "mean":  # Its start reads the frames, too: c = v + m.
             m = jnp.mean(h, axis=1, keepdims=True)
             c = c - (m - detach(m))  # The same value, m's gradient stopped.
         for j in range(self.class_blocks):
-          c = ClassAttentionBlock(self.num_heads, self.mlp_dim, dtype=self.dtype, dropout=self.dropout,
-                                  name=f"cls_{name}_block{j:02d}")(c, frames, train)
+          c = ClassAttentionBlock(self.num_heads, self.mlp_dim, dtype=self.dtype,
+                                  dropout=self.dropout, name=f"cls_{name}_block{j:02d}")(c, read, train)
         tokens.append(c)
       h = jnp.concatenate(tokens + [h], axis=1)
     h = layer_norm("final_norm", self.dtype)(h)
