@@ -57,7 +57,7 @@ def test_mt2_info_prints_json_on_its_last_line():
     ("train", ("--config", "--workdir", "--coordinator_address")),
     ("demo", ("--out", "--preset")),
     ("embed", ("--workdir", "--audio", "--out", "--block_windows")),
-    ("corpus", ("--out", "--num_pieces", "--soundfont")),
+    ("corpus", ("--out", "--num_pieces", "--soundfont", "--programs", "--room")),
     ("prepare", ("--audio", "--out", "--shard_index", "--hop_length")),
 ])
 def test_subcommand_help_lists_its_own_flags(command, expected):
