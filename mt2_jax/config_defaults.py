@@ -135,7 +135,11 @@ def base_config() -> ml_collections.ConfigDict:
 
   # AdamW, linear warm-up then cosine decay (docs/design.md §1.5).
   config.optim = dict(
-      lr=5e-4, warmup_steps=5000, end_lr=1e-6, b1=0.9, b2=0.98, weight_decay=0.05, grad_clip=1.0)
+      lr=5e-4, warmup_steps=5000, end_lr=1e-6, b1=0.9, b2=0.98, weight_decay=0.05, grad_clip=1.0,
+      # A learning rate per part: 'PREFIX=FACTOR,...' multiplies the updates of
+      # the parameters whose path ('head_cpsd/dense/kernel') starts with PREFIX;
+      # '' (the default) for one rate (docs/experiments.md, session 10).
+      lr_scale="")
 
   # Zero-shot key-signature accuracy of each CPSD head, every `every` steps, on
   # split `split` of a prepared dataset with a `key` column (mt2_jax.train.diagnostics;

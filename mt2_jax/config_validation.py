@@ -222,6 +222,24 @@ def check_optim(config) -> None:
   _number(config, "optim.b2", low=0, high=1, high_open=True)
   _number(config, "optim.weight_decay", low=0)
   _number(config, "optim.grad_clip", low=0)  # 0 disables clipping.
+  parse_lr_scale(config.optim.get("lr_scale", ""))
+
+
+def parse_lr_scale(spec) -> dict[str, float]:
+  """optim.lr_scale 'head_cpsd=3,backbone/cls_equivariant_block00=3' -> {path prefix: factor}."""
+  if not isinstance(spec, str):
+    _fail("optim.lr_scale", f"must be a string 'PREFIX=FACTOR,...', got {spec!r}")
+  scales = {}
+  for item in filter(None, (s.strip() for s in spec.split(","))):
+    prefix, _, factor = (s.strip() for s in item.partition("="))
+    try:
+      value = float(factor)
+    except ValueError:
+      value = 0.0
+    if not prefix or not value > 0 or not math.isfinite(value):
+      _fail("optim.lr_scale", f"{item!r} is not PREFIX=FACTOR with a factor > 0")
+    scales[prefix.strip("/")] = value
+  return scales
 
 
 @register

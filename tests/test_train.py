@@ -93,6 +93,41 @@ def test_train_step_reduces_loss_with_configured_shardings():
     assert tuple(state.params["backbone"]["patch_embed"]["kernel"].sharding.spec) == expected
 
 
+def test_lr_scale_multiplies_one_parts_updates_and_leaves_the_default_state_alone():
+  from mt2_jax import config_validation
+  config = runlocal_mt2()
+  params = {"head_cpsd": {"dense": {"kernel": np.ones((4, 12), np.float32)}},
+            "head_cpsd2": {"bias": np.ones((12,), np.float32)},  # Not under 'head_cpsd/'.
+            "backbone": {"block00": {"kernel": np.ones((4, 4), np.float32)}}}
+  grads = jax.tree.map(
+      lambda p: np.random.default_rng(0).standard_normal(p.shape).astype(np.float32), params)
+  plain = train_step.make_optimizer(config)
+  config.optim.lr_scale = "head_cpsd=3, backbone/block00=0.5"
+  scaled = train_step.make_optimizer(config)
+  state = plain.init(params)
+  for _ in range(2):  # Past the first step, whose warm-up learning rate is 0.
+    want, state = plain.update(grads, state, params)
+  state = scaled.init(params)
+  for _ in range(2):
+    got, state = scaled.update(grads, state, params)
+  assert np.abs(want["head_cpsd"]["dense"]["kernel"]).max() > 0
+  np.testing.assert_allclose(got["head_cpsd"]["dense"]["kernel"],
+                             3 * want["head_cpsd"]["dense"]["kernel"], rtol=1e-6)
+  np.testing.assert_allclose(got["backbone"]["block00"]["kernel"],
+                             0.5 * want["backbone"]["block00"]["kernel"], rtol=1e-6)
+  np.testing.assert_array_equal(got["head_cpsd2"]["bias"], want["head_cpsd2"]["bias"])
+  # Without the knob the optimizer state is the one checkpoints already hold.
+  assert len(plain.init(params)) == 2
+  config.optim.lr_scale = "head_equivariant=3"
+  with pytest.raises(ValueError, match="no parameter path starts with"):
+    train_step.make_optimizer(config).update(grads, train_step.make_optimizer(config).init(params),
+                                             params)
+  for bad in ("head_cpsd", "head_cpsd=0", "=3", "head_cpsd=x"):
+    config.optim.lr_scale = bad
+    with pytest.raises(ValueError, match=r"optim\.lr_scale"):
+      config_validation.validate(config)
+
+
 def test_data_parallel_step_keeps_each_devices_rows_on_it():
   """The views of a track are batched side by side, so no device sends rows to
   another: the data-parallel program's only collectives are the gradient

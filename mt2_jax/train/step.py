@@ -19,6 +19,7 @@ import optax
 from flax import struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from mt2_jax import config_validation
 from mt2_jax import model as model_lib
 from mt2_jax import sharding
 from mt2_jax.data import augment
@@ -52,13 +53,37 @@ def _decay_mask(params) -> Any:
   return jax.tree_util.tree_map_with_path(decays, params)
 
 
+def _scale_updates(scales: dict[str, float]):
+  """updates -> each leaf times the factor of the first prefix its path starts with."""
+  def scale(updates, params=None):
+    del params
+    paths = jax.tree_util.tree_flatten_with_path(updates)[0]
+    names = ["/".join(str(getattr(k, "key", k)) for k in path) for path, _ in paths]
+    unmatched = [p for p in scales if not any(n == p or n.startswith(p + "/") for n in names)]
+    if unmatched:  # At trace time, before the first step.
+      raise ValueError(f"optim.lr_scale: no parameter path starts with {unmatched}; e.g. "
+                       f"{names[:3]}")
+    def factor(path, leaf):
+      name = "/".join(str(getattr(k, "key", k)) for k in path)
+      for p, f in scales.items():
+        if name == p or name.startswith(p + "/"):
+          return leaf * f
+      return leaf
+    return jax.tree_util.tree_map_with_path(factor, updates)
+  return scale
+
+
 def make_optimizer(config) -> optax.GradientTransformation:
-  """AdamW with warm-up + cosine decay and global-norm clipping (docs/design.md §1.5)."""
+  """AdamW with warm-up + cosine decay and global-norm clipping (docs/design.md §1.5),
+  and optionally a learning rate per part (`optim.lr_scale`)."""
   o = config.optim
-  return optax.chain(
-      optax.clip_by_global_norm(o.grad_clip),
-      optax.adamw(learning_rate_schedule(config), b1=o.b1, b2=o.b2,
-                  weight_decay=o.weight_decay, mask=_decay_mask))
+  parts = [optax.clip_by_global_norm(o.grad_clip),
+           optax.adamw(learning_rate_schedule(config), b1=o.b1, b2=o.b2,
+                       weight_decay=o.weight_decay, mask=_decay_mask)]
+  scales = config_validation.parse_lr_scale(o.get("lr_scale", ""))
+  if scales:  # Only then, so that a run without it keeps the optimizer state of before.
+    parts.append(optax.stateless(_scale_updates(scales)))
+  return optax.chain(*parts)
 
 
 def _dummy_input(config, batch: int = 1) -> jax.ShapeDtypeStruct:
