@@ -55,21 +55,18 @@ def _decay_mask(params) -> Any:
 
 def _scale_updates(scales: dict[str, float]):
   """updates -> each leaf times the factor of the first prefix its path starts with."""
+  name = lambda path: "/".join(str(getattr(k, "key", k)) for k in path)
+  under = lambda n, prefix: n == prefix or n.startswith(prefix + "/")
   def scale(updates, params=None):
     del params
-    paths = jax.tree_util.tree_flatten_with_path(updates)[0]
-    names = ["/".join(str(getattr(k, "key", k)) for k in path) for path, _ in paths]
-    unmatched = [p for p in scales if not any(n == p or n.startswith(p + "/") for n in names)]
+    names = [name(path) for path, _ in jax.tree_util.tree_flatten_with_path(updates)[0]]
+    unmatched = [p for p in scales if not any(under(n, p) for n in names)]
     if unmatched:  # At trace time, before the first step.
       raise ValueError(f"optim.lr_scale: no parameter path starts with {unmatched}; e.g. "
                        f"{names[:3]}")
-    def factor(path, leaf):
-      name = "/".join(str(getattr(k, "key", k)) for k in path)
-      for p, f in scales.items():
-        if name == p or name.startswith(p + "/"):
-          return leaf * f
-      return leaf
-    return jax.tree_util.tree_map_with_path(factor, updates)
+    return jax.tree_util.tree_map_with_path(
+        lambda path, u: u * next((f for p, f in scales.items() if under(name(path), p)), 1.0),
+        updates)
   return scale
 
 
