@@ -172,6 +172,8 @@ def check_losses(config) -> None:
     if loss.get("token") not in tokens:
       _fail(f"{key}.token", f"{loss.get('token')!r} is not in model.class_tokens {tokens}")
     _number(config, f"{key}.weight", low=0)
+    if "lr_scale" in loss:
+      _number(config, f"{key}.lr_scale", low=0, low_open=True)
     if loss.kind == "cpsd":
       _number(config, f"{key}.omega", low=0, high=1, low_open=True, high_open=True)
       if "spread_weight" in loss:

@@ -17,7 +17,8 @@ Stages, each skipped when a previous run finished it:
                contrastive_only.py, equivariant_only.py at `runlocal` plus the
                preset's steps and batch) in OUT/runs/<name>; a run whose
                checkpoint at total_steps exists is not trained again, a
-               partial one resumes. Runs with an equivariant head log its
+               partial one resumes, one trained with other settings (an
+               older version's defaults) moves to OUT/runs/<name>.old<i>. Runs with an equivariant head log its
                zero-shot key-signature accuracy on OUT/data_val 6 times.
   4. probe     linear probes of every feature of every run on key (chorales),
                instrument (single notes) and chorale_instrument (whole
@@ -198,6 +199,17 @@ def stage_train(out: pathlib.Path, preset: Preset, data_dir, progress: bool,
     workdir = out / "runs" / name
     workdirs[name] = workdir
     config = run_config(name, preset, data_dir, eval_dir)
+    if (workdir / "config.json").exists():
+      changes = checkpoint.config_changes(checkpoint.load_config(workdir), config,
+                                          ignore=("data_dir", "eval.data_dir", "data.num_workers"))
+      if changes:  # Other defaults, e.g. a newer version: train anew, keep the old run.
+        i = 1
+        while workdir.with_name(f"{name}.old{i}").exists():
+          i += 1
+        old = workdir.with_name(f"{name}.old{i}")
+        workdir.rename(old)
+        print(f"demo: {name}'s settings changed ({'; '.join(changes)}); its run moved to {old}",
+              flush=True)
     if workdir.exists():
       ckpt = checkpoint.Checkpointer(workdir)
       latest = ckpt.latest_step()

@@ -87,3 +87,18 @@ def test_demo_smoke_end_to_end_and_resumes(tmp_path, capsys):
   assert json.loads(marker.read_text()) == settings
   assert {p: p.stat().st_mtime_ns for p in written if p.suffix == ".flac"} == {
       p: t for p, t in mtimes.items() if p.suffix == ".flac"}
+
+  # A run an older version trained with other defaults (here: before
+  # losses.cpsd.lr_scale) is moved aside, not reused and not deleted.
+  config_path = out / "runs" / "mt2" / "config.json"
+  old = json.loads(config_path.read_text())
+  del old["losses"]["cpsd"]["lr_scale"]
+  config_path.write_text(json.dumps(old))
+  others = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*_only/metrics.jsonl")}
+  demo.stage_train(out, demo.PRESETS["smoke"], out / "data", False, out / "data_val")
+  printed = capsys.readouterr().out
+  assert "mt2's settings changed (losses.cpsd.lr_scale: '(unset)' -> 3.0)" in printed
+  assert json.loads((out / "runs" / "mt2.old1" / "config.json").read_text()) == old
+  assert json.loads(config_path.read_text())["losses"]["cpsd"]["lr_scale"] == 3.0
+  assert (out / "runs" / "mt2" / "metrics.jsonl").exists()
+  assert {p: p.stat().st_mtime_ns for p in others} == others and len(others) == 2

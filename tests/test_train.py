@@ -1,6 +1,7 @@
 """`mt2 train`: loss goes down, shardings, exact resume after SIGTERM, resharding, bad configs."""
 
 import json
+import logging
 import os
 import re
 
@@ -93,38 +94,67 @@ def test_train_step_reduces_loss_with_configured_shardings():
     assert tuple(state.params["backbone"]["patch_embed"]["kernel"].sharding.spec) == expected
 
 
-def test_lr_scale_multiplies_one_parts_updates_and_leaves_the_default_state_alone():
+def test_lr_scale_multiplies_one_parts_updates_and_keeps_the_state_structure():
   from mt2_jax import config_validation
   config = runlocal_mt2()
-  params = {"head_cpsd": {"dense": {"kernel": np.ones((4, 12), np.float32)}},
-            "head_cpsd2": {"bias": np.ones((12,), np.float32)},  # Not under 'head_cpsd/'.
-            "backbone": {"block00": {"kernel": np.ones((4, 4), np.float32)}}}
+  assert config.model.class_blocks == 1
+  ones = lambda *shape: np.ones(shape, np.float32)
+  params = {"head_cpsd": {"dense": {"kernel": ones(4, 12)}},
+            "head_cpsd2": {"bias": ones(12)},  # Not under 'head_cpsd/'.
+            "head_ntxent": {"fc1": {"kernel": ones(4, 4)}},
+            "backbone": {"block00": {"kernel": ones(4, 4)},
+                         "cls_equivariant_block00": {"kernel": ones(4, 4)},
+                         "cls_contrastive_block00": {"kernel": ones(4, 4)}}}
   grads = jax.tree.map(
       lambda p: np.random.default_rng(0).standard_normal(p.shape).astype(np.float32), params)
-  plain = train_step.make_optimizer(config)
-  config.optim.lr_scale = "head_cpsd=3, backbone/block00=0.5"
-  scaled = train_step.make_optimizer(config)
-  state = plain.init(params)
-  for _ in range(2):  # Past the first step, whose warm-up learning rate is 0.
-    want, state = plain.update(grads, state, params)
-  state = scaled.init(params)
-  for _ in range(2):
-    got, state = scaled.update(grads, state, params)
-  assert np.abs(want["head_cpsd"]["dense"]["kernel"]).max() > 0
-  np.testing.assert_allclose(got["head_cpsd"]["dense"]["kernel"],
-                             3 * want["head_cpsd"]["dense"]["kernel"], rtol=1e-6)
-  np.testing.assert_allclose(got["backbone"]["block00"]["kernel"],
-                             0.5 * want["backbone"]["block00"]["kernel"], rtol=1e-6)
-  np.testing.assert_array_equal(got["head_cpsd2"]["bias"], want["head_cpsd2"]["bias"])
-  # Without the knob the optimizer state is the one checkpoints already hold.
-  assert len(plain.init(params)) == 2
+
+  def updates(config):
+    tx = train_step.make_optimizer(config)
+    state = tx.init(params)
+    for _ in range(2):  # Past the first step, whose warm-up learning rate is 0.
+      got, state = tx.update(grads, state, params)
+    return got, jax.tree.structure(tx.init(params))
+
+  flat = lambda tree: {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(tree)}
+  for loss in config.losses.values():
+    loss.lr_scale = 1.0
+  want, plain_state = updates(config)
+  assert all(np.abs(u).max() > 0 for u in flat(want).values())
+
+  def factors(config):
+    got, state = updates(config)
+    assert state == plain_state  # Checkpoints restore whatever the rates.
+    return {k: float(np.median(flat(got)[k] / v)) for k, v in flat(want).items()}
+
+  config.losses.cpsd.lr_scale = 3.0  # The default: CPSD's head and its token's class block.
+  f = factors(config)
+  assert {k for k, v in f.items() if abs(v - 3) < 1e-5} == {
+      "['head_cpsd']['dense']['kernel']", "['backbone']['cls_equivariant_block00']['kernel']"}
+  assert {k for k, v in f.items() if abs(v - 1) < 1e-6} == set(f) - {
+      "['head_cpsd']['dense']['kernel']", "['backbone']['cls_equivariant_block00']['kernel']"}
+  config.optim.lr_scale = "backbone/cls_equivariant_block00=0.5, backbone/block00=2"  # Wins.
+  f = factors(config)
+  assert f["['head_cpsd']['dense']['kernel']"] == pytest.approx(3, rel=1e-5)
+  assert f["['backbone']['cls_equivariant_block00']['kernel']"] == pytest.approx(0.5, rel=1e-5)
+  assert f["['backbone']['block00']['kernel']"] == pytest.approx(2, rel=1e-5)
+  assert f["['head_cpsd2']['bias']"] == pytest.approx(1, rel=1e-6)
+  config.optim.lr_scale = ""
+  config.model.class_blocks = 0  # No class block of its own: the head alone.
+  f = factors(config)
+  assert {k for k, v in f.items() if abs(v - 3) < 1e-5} == {"['head_cpsd']['dense']['kernel']"}
+
   config.optim.lr_scale = "head_equivariant=3"
+  tx = train_step.make_optimizer(config)
   with pytest.raises(ValueError, match="no parameter path starts with"):
-    train_step.make_optimizer(config).update(grads, train_step.make_optimizer(config).init(params),
-                                             params)
+    tx.update(grads, tx.init(params), params)
   for bad in ("head_cpsd", "head_cpsd=0", "=3", "head_cpsd=x"):
     config.optim.lr_scale = bad
     with pytest.raises(ValueError, match=r"optim\.lr_scale"):
+      config_validation.validate(config)
+  config.optim.lr_scale = ""
+  for bad in (0.0, -1.0, float("nan")):
+    config.losses.cpsd.lr_scale = bad
+    with pytest.raises(ValueError, match=r"losses\.cpsd\.lr_scale"):
       config_validation.validate(config)
 
 
@@ -170,7 +200,7 @@ def test_sigterm_then_resume_equals_uninterrupted_run(data_dir, tmp_path, monkey
   jax.tree.map(np.testing.assert_array_equal, p_full, p_part)  # Bitwise on CPU.
 
 
-def test_metrics_and_tensorboard_are_written(data_dir, tmp_path):
+def test_metrics_and_tensorboard_are_written(data_dir, tmp_path, caplog):
   config = small_config(data_dir, total_steps=6)
   train.train(config, tmp_path, progress=False)
   rows = read_metrics(tmp_path)
@@ -178,8 +208,13 @@ def test_metrics_and_tensorboard_are_written(data_dir, tmp_path):
   for key in ("loss", "cpsd", "ntxent", "ntxent_acc", "lr", "grad_norm", "views_per_sec"):
     assert key in rows[-1] and np.isfinite(rows[-1][key])
   assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "tensorboard").iterdir())
-  # Finished runs are a no-op when started again.
-  assert train.train(config, tmp_path, progress=False)["step"] == 6
+  # Finished runs are a no-op when started again; a changed config is named.
+  with caplog.at_level(logging.WARNING):
+    assert train.train(config, tmp_path, progress=False)["step"] == 6
+    assert "another config" not in caplog.text
+    config.optim.lr *= 2
+    train.train(config, tmp_path, progress=False)
+  assert f"another config; now: optim.lr: {config.optim.lr / 2!r} -> {config.optim.lr!r}" in caplog.text
 
 
 def test_checkpoint_from_8_devices_restores_on_4(data_dir, tmp_path):

@@ -75,6 +75,20 @@ def load_config(workdir) -> ml_collections.ConfigDict:
   return config
 
 
+def config_changes(old, new, ignore=()) -> list[str]:
+  """['optim.lr: 0.001 -> 0.002', ...]: the keys whose values differ between two
+  configs (read as JSON, so tuples and lists compare equal), except `ignore`."""
+  def flat(config, prefix=""):
+    for key, value in config.items():
+      if isinstance(value, dict):
+        yield from flat(value, f"{prefix}{key}.")
+      else:
+        yield f"{prefix}{key}", value
+  a, b = (dict(flat(json.loads(c.to_json()))) for c in (old, new))
+  return [f"{k}: {a.get(k, '(unset)')!r} -> {b.get(k, '(unset)')!r}"
+          for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k) and k not in ignore]
+
+
 def load_run(workdir, step: int | None = None):
   """(config, params, step) of a run's latest (or given) checkpoint, on one device.
 

@@ -162,6 +162,10 @@ def train(config, workdir, progress: bool = True) -> dict[str, Any]:
   is_main = jax.process_index() == 0
   if is_main:
     storage.output_dir(workdir, "--workdir")
+    if (workdir / "config.json").exists():  # Resuming, or starting over in a used folder.
+      changes = checkpoint.config_changes(checkpoint.load_config(workdir), config)
+      if changes:
+        logging.warning("%s was started with another config; now: %s", workdir, "; ".join(changes))
     checkpoint.save_config(workdir, config)
 
   mesh = sharding.make_mesh(config)

@@ -53,34 +53,54 @@ def _decay_mask(params) -> Any:
   return jax.tree_util.tree_map_with_path(decays, params)
 
 
-def _scale_updates(scales: dict[str, float]):
-  """updates -> each leaf times the factor of the first prefix its path starts with."""
+def part_scales(config) -> dict[str, float]:
+  """{parameter path prefix: learning-rate factor} of `losses.<name>.lr_scale` and
+  `optim.lr_scale` (docs/design.md §1.5).
+
+  A loss's factor covers its head (`head_<name>`) and its token's own class
+  blocks (`backbone/cls_<token>_blockNN`); what the tokens share keeps the base
+  rate. `optim.lr_scale` names prefixes directly and wins where both name one.
+  """
+  scales = {}
+  for name, loss in config.losses.items():
+    factor = float(loss.get("lr_scale", 1.0))
+    if factor != 1.0:
+      scales[f"head_{name}"] = factor
+      for j in range(int(config.model.get("class_blocks", 0))):
+        scales.setdefault(f"backbone/cls_{loss.token}_block{j:02d}", factor)
+  scales.update(config_validation.parse_lr_scale(config.optim.get("lr_scale", "")))
+  return scales
+
+
+def _with_scales(tx: optax.GradientTransformation, scales: dict[str, float]):
+  """tx whose updates are multiplied per leaf by the factor of the first prefix
+  its path starts with. Its state is tx's own, so a run's optimizer state keeps
+  its structure whether or not parts have their own rate."""
   name = lambda path: "/".join(str(getattr(k, "key", k)) for k in path)
   under = lambda n, prefix: n == prefix or n.startswith(prefix + "/")
-  def scale(updates, params=None):
-    del params
+
+  def update(updates, state, params=None):
     names = [name(path) for path, _ in jax.tree_util.tree_flatten_with_path(updates)[0]]
     unmatched = [p for p in scales if not any(under(n, p) for n in names)]
     if unmatched:  # At trace time, before the first step.
       raise ValueError(f"optim.lr_scale: no parameter path starts with {unmatched}; e.g. "
                        f"{names[:3]}")
+    updates, state = tx.update(updates, state, params)
     return jax.tree_util.tree_map_with_path(
         lambda path, u: u * next((f for p, f in scales.items() if under(name(path), p)), 1.0),
-        updates)
-  return scale
+        updates), state
+  return optax.GradientTransformation(tx.init, update)
 
 
 def make_optimizer(config) -> optax.GradientTransformation:
-  """AdamW with warm-up + cosine decay and global-norm clipping (docs/design.md §1.5),
-  and optionally a learning rate per part (`optim.lr_scale`)."""
+  """AdamW with warm-up + cosine decay and global-norm clipping, and a learning
+  rate per part where one is set (`part_scales`; docs/design.md §1.5)."""
   o = config.optim
-  parts = [optax.clip_by_global_norm(o.grad_clip),
-           optax.adamw(learning_rate_schedule(config), b1=o.b1, b2=o.b2,
-                       weight_decay=o.weight_decay, mask=_decay_mask)]
-  scales = config_validation.parse_lr_scale(o.get("lr_scale", ""))
-  if scales:  # Only then, so that a run without it keeps the optimizer state of before.
-    parts.append(optax.stateless(_scale_updates(scales)))
-  return optax.chain(*parts)
+  tx = optax.chain(optax.clip_by_global_norm(o.grad_clip),
+                   optax.adamw(learning_rate_schedule(config), b1=o.b1, b2=o.b2,
+                               weight_decay=o.weight_decay, mask=_decay_mask))
+  scales = part_scales(config)
+  return _with_scales(tx, scales) if scales else tx
 
 
 def _dummy_input(config, batch: int = 1) -> jax.ShapeDtypeStruct:
