@@ -37,8 +37,7 @@ PAPER = {"model.width": 48, "model.patch_embed": "dense", "model.layerscale": 0.
          "model.layerscale_tokens": "all", "model.class_token_init": "mean",
          "losses.cpsd.head": "dense", "losses.cpsd.spread_weight": 0.0,
          "losses.ntxent.projector": "none", "model.class_blocks": 0, "optim.lr": 1e-3,
-         "model.detached_tokens": (), "optim.lr_scale": "", "losses.cpsd.lr_scale": 1.0,
-         "losses.ntxent.lr_scale": 1.0}
+         "model.detached_tokens": (), "optim.lr_scale": "", "losses.cpsd.lr_scale": 1.0}
 PITCH = {**PAPER, "model.patch_embed": "pitch", "model.layerscale": 0.01}
 HYBRID = {**PAPER, "model.patch_embed": "hybrid", "model.layerscale": 0.01}
 HINGE = {**HYBRID, "losses.cpsd.spread_weight": 1.0}

@@ -112,16 +112,15 @@ def base_config() -> ml_collections.ConfigDict:
   config.losses = dict(
       # head: 'dense' (the paper's Linear(d -> 12)) or 'shared' (model.EquivariantHead).
       # spread_weight: weight of losses.circle_spread_hinge(target spread_target); 0: off.
-      # lr_scale (every loss): the learning rate of the loss's head and of its
-      # token's class blocks, times the base rate. 3 for CPSD: the zero-shot key
-      # readout 0.57 -> 0.83 (3 seeds, docs/experiments.md, session 10).
+      # lr_scale (any loss; 1 where unset): the learning rate of the loss's head
+      # and of its token's class blocks, times the base rate. 3 for CPSD: the
+      # zero-shot key readout 0.57 -> 0.83 (3 seeds, docs/experiments.md, session 10).
       cpsd=dict(kind="cpsd", token="equivariant", weight=1.0, omega=7 / 12, head="dense",
                 spread_weight=1.0, spread_target=0.5, lr_scale=3.0),
       ntxent=dict(
           kind="ntxent",
           token="contrastive",
           weight=1.0,
-          lr_scale=1.0,
           temperature=0.1,
           # 'mlp' (SimCLR's projector) or 'none' (NT-Xent on the token itself).
           # 'mlp' by default: with 'none' MT2's NT-Xent ended 44% above the
