@@ -5,9 +5,10 @@
 
 `mt2 demo` trains each model once (seed 0), and most of its findings are
 decided by a few test tracks. This reports how they fare over training
-seeds. Each seed's runs are `mt2_cait_s{seed}`, `con_cait_s{seed}` and
-`eq_cait_s{seed}` in --runs: the demo's three default configs at the demo's
-settings, as `launch/equivariance_experiments.py --only=mt2_cait,con_cait,eq_cait
+seeds. Each seed's runs are `<experiment>_s{seed}` in --runs for the three
+experiments of --experiments (MT2, contrastive-only, equivariant-only; by
+default the demo's three configs at today's defaults), as
+`launch/equivariance_experiments.py --only=mt2_cait_eqlr3x,con_cait,eq_cait_eqlr3x
 --seed=S` trains them (seed 0: the demo's own seed). Each
 seed's runs are probed exactly as `mt2 demo` probes its own (demo.stage_probe:
 the test chorales and notes, the untrained model, the references) and the
@@ -28,8 +29,8 @@ import sys
 
 import numpy as np
 
-RUNS = {"mt2": "mt2_cait_s{seed}", "contrastive_only": "con_cait_s{seed}",
-        "equivariant_only": "eq_cait_s{seed}"}
+# The demo's runs, in demo.RUNS order, as experiments; session 8: mt2_cait,con_cait,eq_cait.
+DEFAULTS = "mt2_cait_eqlr3x,con_cait,eq_cait_eqlr3x"
 SCORES = ("key", "key_signature", "instrument", "chorale_instrument")
 
 
@@ -78,18 +79,23 @@ def main(argv=None) -> None:
   p.add_argument("--runs", required=True, help="folder with the runs (the experiment script's OUT/runs)")
   p.add_argument("--out", required=True)
   p.add_argument("--seeds", default="0,1,2")
+  p.add_argument("--experiments", default=DEFAULTS,
+                 help="the MT2, contrastive-only and equivariant-only experiments, in that order")
   a = p.parse_args(argv)
   sys.path.insert(0, os.fspath(pathlib.Path(__file__).resolve().parent.parent))
   from mt2_jax import demo
   from mt2_jax.eval import probe
   seeds = [int(s) for s in a.seeds.split(",")]
   runs = pathlib.Path(a.runs)
-  workdirs = {s: {name: runs / pattern.format(seed=s) for name, pattern in RUNS.items()} for s in seeds}
+  experiments = a.experiments.split(",")
+  if len(experiments) != len(demo.RUNS):
+    p.error(f"--experiments: one per model of {demo.RUNS}, got {experiments}")
+  workdirs = {s: {name: runs / f"{e}_s{s}" for name, e in zip(demo.RUNS, experiments)} for s in seeds}
   missing = [os.fspath(w) for by_name in workdirs.values() for w in by_name.values()
              if not (w / "config.json").exists()]
   if missing:  # Before any compute.
     p.error("runs not found (train them with launch/equivariance_experiments.py "
-            f"--only=mt2_cait,con_cait,eq_cait --seed=S): {missing}")
+            f"--only={a.experiments} --seed=S): {missing}")
   out = pathlib.Path(a.out)
   per_seed = {}
   for s in seeds:

@@ -417,7 +417,7 @@ def test_findings_say_whether_a_difference_is_outside_the_noise():
   assert probe.findings(results)[0]["sure"] is False
 
 
-def test_seed_findings_counts_each_finding_over_seeds():
+def test_seed_findings_counts_each_finding_over_seeds(capsys):
   import importlib.util
   import pathlib
   path = pathlib.Path(__file__).resolve().parent.parent / "launch" / "seed_findings.py"
@@ -435,3 +435,9 @@ def test_seed_findings_counts_each_finding_over_seeds():
               "equivariant" in l).endswith("| 3/3 |")
   # Mean over seeds (min-max) of MT2's equivariant token on key: 0.8, 0.8, 0.7.
   assert "| mt2 | cls_equivariant | 0.767 (0.70-0.80) |" in text
+  # Runs are named by experiment and seed, and checked before any compute.
+  for experiments, message in (("a,b", "one per model"), ("m,c,e", "m_s1")):
+    with pytest.raises(SystemExit):
+      seed_findings.main(["--demo", "d", "--runs", "r", "--out", "o", "--seeds", "1",
+                          "--experiments", experiments])
+    assert message in capsys.readouterr().err
