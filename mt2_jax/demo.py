@@ -18,8 +18,9 @@ Stages, each skipped when a previous run finished it:
                preset's steps and batch) in OUT/runs/<name>; a run whose
                checkpoint at total_steps exists is not trained again, a
                partial one resumes, one trained with other settings (an
-               older version's defaults) moves to OUT/runs/<name>.old<i>. Runs with an equivariant head log its
-               zero-shot key-signature accuracy on OUT/data_val 6 times.
+               older version's defaults) moves to OUT/runs/<name>.old<i>.
+               Runs with an equivariant head log its zero-shot
+               key-signature accuracy on OUT/data_val 6 times.
   4. probe     linear probes of every feature of every run on key (chorales),
                instrument (single notes) and chorale_instrument (whole
                chorales), the untrained-MT2 and MFCC-stats references, the
