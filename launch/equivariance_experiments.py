@@ -184,6 +184,8 @@ def _set(config, dotted: str, value) -> None:
   node = config
   for p in parents:
     node = node[p]
+  if leaf not in node:  # A misspelt knob would otherwise be a new, unread key.
+    raise KeyError(f"{dotted}: no such config key")
   node[leaf] = value
 
 

@@ -102,3 +102,23 @@ def test_demo_smoke_end_to_end_and_resumes(tmp_path, capsys):
   assert json.loads(config_path.read_text())["losses"]["cpsd"]["lr_scale"] == 3.0
   assert (out / "runs" / "mt2" / "metrics.jsonl").exists()
   assert {p: p.stat().st_mtime_ns for p in others} == others and len(others) == 2
+
+
+def test_every_experiment_of_the_record_builds_a_valid_config():
+  # launch/equivariance_experiments.py: the runs behind docs/experiments.md, rerun by hand.
+  import importlib.util
+  import pathlib
+  path = pathlib.Path(__file__).resolve().parent.parent / "launch" / "equivariance_experiments.py"
+  spec = importlib.util.spec_from_file_location("equivariance_experiments", path)
+  experiments = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(experiments)
+  for name, (config_name, overrides) in experiments.EXPERIMENTS.items():
+    config = demo.run_config(config_name, demo.PRESETS["default"], "data")
+    for key, value in overrides.items():
+      experiments._set(config, key, value)
+    config_validation.validate(config)
+  # A row means the same whatever the defaults: the paper's reading sets one rate.
+  config = demo.run_config("mt2", demo.PRESETS["default"], "data")
+  for key, value in experiments.EXPERIMENTS["mt2_cait"][1].items():
+    experiments._set(config, key, value)
+  assert config.losses.cpsd.lr_scale == 1.0 and config.model.class_blocks == 1
