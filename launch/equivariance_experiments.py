@@ -160,7 +160,8 @@ EXPERIMENTS = {
     # 'head_cpsd=3,backbone/cls_equivariant_block00=3', the same parts).
     "mt2_cait_eqlr3x": ("mt2", {**CAIT, "losses.cpsd.lr_scale": 3.0}),
     "eq_cait_eqlr3x": ("equivariant_only", {**CAIT, "losses.cpsd.lr_scale": 3.0}),
-    # Session 11: is 3 the right factor? 10x, the same parts.
+    # Session 11: is 3 the right factor? 5x and 10x, the same parts.
+    "mt2_cait_eqlr5x": ("mt2", {**CAIT, "losses.cpsd.lr_scale": 5.0}),
     "mt2_cait_eqlr10x": ("mt2", {**CAIT, "losses.cpsd.lr_scale": 10.0}),
 }
 # The curves of docs/experiments_cpsd.png (OUT/cpsd_curves.png); all rows when none ran.
