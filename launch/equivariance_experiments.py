@@ -167,7 +167,7 @@ EXPERIMENTS = {
 # The curves of docs/experiments_cpsd.png (OUT/cpsd_curves.png); all rows when none ran.
 PLOTTED = ("eq_paper", "eq_hybrid", "eq_hybrid_hinge", "mt2_hybrid", "mt2_hybrid_shiftpos",
            "mt2_hinge_w96_mlp", "eq_hinge_w96", "mt2_ls_frames", "eq_ls_frames", "mt2_nols",
-           "mt2_cait", "eq_cait")
+           "mt2_cait", "eq_cait", "mt2_cait_eqlr3x", "eq_cait_eqlr3x")
 # The token-count ablation at the demo's size with the defaults (launch/sweep_tokens.py --demo).
 SWEEP = {
     "k1_equivariant": ("equivariant_only", {}),
@@ -294,7 +294,7 @@ def write_report(out: pathlib.Path, results: list[dict]) -> None:
     pts = curve(pathlib.Path(r["workdir"]), "cpsd")
     if pts:  # A running mean over 8 logged steps, for readability.
       ys = [_mean(pts[max(0, j - 7):j + 1]) for j in range(len(pts))]
-      ax.plot([p[0] for p in pts], ys, label=f"{r['name']} s{r['seed']}", color=f"C{i % 10}", lw=1.3)
+      ax.plot([p[0] for p in pts], ys, label=f"{r['name']} s{r['seed']}", color=plt.cm.tab20(i % 20), lw=1.3)
   ax.axhline(2.777, color="k", ls="--", lw=0.8, label="collapse (2.777)")
   ax.set_xlabel("step")
   ax.set_ylabel("CPSD (running mean of 8 logs)")
