@@ -37,3 +37,15 @@ def sigterm_during(make_train_step, step: int):
       return step_fn(state, batch)
     return wrapped
   return factory
+
+
+def load_repo_file(relpath: str):
+  """The module of a file of the repository that is not in the package
+  (configs/*.py, launch/*.py), e.g. load_repo_file('configs/mt2.py')."""
+  import importlib.util
+  import pathlib
+  path = pathlib.Path(__file__).resolve().parent.parent / relpath
+  spec = importlib.util.spec_from_file_location(path.stem, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module

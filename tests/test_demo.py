@@ -12,6 +12,8 @@ from mt2_jax import demo
 from mt2_jax.cli import demo as demo_cli
 from mt2_jax.data import corpus
 
+from conftest import load_repo_file
+
 
 @pytest.mark.parametrize("name", sorted(demo.PRESETS))
 def test_every_preset_asks_for_a_corpus_and_runs_that_exist(name):
@@ -106,12 +108,7 @@ def test_demo_smoke_end_to_end_and_resumes(tmp_path, capsys):
 
 def test_every_experiment_of_the_record_builds_a_valid_config():
   # launch/equivariance_experiments.py: the runs behind docs/experiments.md, rerun by hand.
-  import importlib.util
-  import pathlib
-  path = pathlib.Path(__file__).resolve().parent.parent / "launch" / "equivariance_experiments.py"
-  spec = importlib.util.spec_from_file_location("equivariance_experiments", path)
-  experiments = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(experiments)
+  experiments = load_repo_file("launch/equivariance_experiments.py")
   for name, (config_name, overrides) in experiments.EXPERIMENTS.items():
     config = demo.run_config(config_name, demo.PRESETS["default"], "data")
     for key, value in overrides.items():

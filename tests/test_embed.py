@@ -1,8 +1,6 @@
 """Embeddings in windows (mt2_jax.eval.embed), `mt2 embed` (mt2_jax.cli.embed) and the HEAR API
 (mt2_jax.eval.hear)."""
 
-import importlib.util
-import pathlib
 import tracemalloc
 
 import numpy as np
@@ -15,15 +13,13 @@ from mt2_jax.eval import embed
 from mt2_jax.eval import hear
 from mt2_jax.data.cqt import cqt_magnitude, log_compress
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+from conftest import load_repo_file
+
 SR = 22050
 
 
 def _config(name="mt2", arg="runlocal"):
-  spec = importlib.util.spec_from_file_location(f"cfg_{name}", REPO / "configs" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return load_repo_file(f"configs/{name}.py").get_config(arg)
 
 
 def music(seconds: float, sr: int = SR, seed: int = 0) -> np.ndarray:

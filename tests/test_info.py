@@ -1,6 +1,5 @@
 """`mt2 info`, the config files, the `:ARGS` mini-language and config validation."""
 
-import importlib.util
 import json
 import pathlib
 import re
@@ -14,15 +13,14 @@ from mt2_jax import config_validation
 from mt2_jax import info
 from mt2_jax import model as model_lib
 
+from conftest import load_repo_file
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = ("mt2", "contrastive_only", "equivariant_only", "mt2_k3")
 
 
 def _load(name):
-  spec = importlib.util.spec_from_file_location(f"configs_{name}", ROOT / "configs" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return load_repo_file(f"configs/{name}.py")
 
 
 def test_mt2_info_prints_json_on_its_last_line():

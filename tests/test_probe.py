@@ -8,6 +8,8 @@ from mt2_jax.eval import probe
 from mt2_jax.eval import references
 from mt2_jax.data.cqt import CQTConfig
 
+from conftest import load_repo_file
+
 SR = 22050
 
 
@@ -128,13 +130,8 @@ def test_kk_templates_recover_keys_of_chord_progressions():
 
 
 def test_features_are_cached(tmp_path, monkeypatch):
-  import importlib.util
-  import pathlib
   from mt2_jax.eval import embed
-  spec = importlib.util.spec_from_file_location(
-      "cfg", pathlib.Path(__file__).resolve().parent.parent / "configs" / "equivariant_only.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = load_repo_file("configs/equivariant_only.py")
   embedder = embed.Embedder.untrained(module.get_config("runlocal"))
   (tmp_path / "data").mkdir()
   rows = []
@@ -418,12 +415,7 @@ def test_findings_say_whether_a_difference_is_outside_the_noise():
 
 
 def test_seed_findings_counts_each_finding_over_seeds(capsys):
-  import importlib.util
-  import pathlib
-  path = pathlib.Path(__file__).resolve().parent.parent / "launch" / "seed_findings.py"
-  spec = importlib.util.spec_from_file_location("seed_findings", path)
-  seed_findings = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(seed_findings)
+  seed_findings = load_repo_file("launch/seed_findings.py")
   per_seed = {0: demo_results(), 1: demo_results({("mt2", "cls_contrastive", "key"): 0.85}),
               2: demo_results({("mt2", "cls_equivariant", "key"): 0.7})}
   text, items = seed_findings.report(per_seed)
