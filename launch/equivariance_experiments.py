@@ -37,7 +37,8 @@ PAPER = {"model.width": 48, "model.patch_embed": "dense", "model.layerscale": 0.
          "model.layerscale_tokens": "all", "model.class_token_init": "mean",
          "losses.cpsd.head": "dense", "losses.cpsd.spread_weight": 0.0,
          "losses.ntxent.projector": "none", "model.class_blocks": 0, "optim.lr": 1e-3,
-         "model.detached_tokens": (), "optim.lr_scale": "", "losses.cpsd.lr_scale": 1.0}
+         "model.detached_tokens": (), "optim.lr_scale": "", "losses.cpsd.lr_scale": 1.0,
+         "losses.ntxent.include_shift_view": False}
 PITCH = {**PAPER, "model.patch_embed": "pitch", "model.layerscale": 0.01}
 HYBRID = {**PAPER, "model.patch_embed": "hybrid", "model.layerscale": 0.01}
 HINGE = {**HYBRID, "losses.cpsd.spread_weight": 1.0}
@@ -163,6 +164,11 @@ EXPERIMENTS = {
     # Session 11: is 3 the right factor? 5x and 10x, the same parts.
     "mt2_cait_eqlr5x": ("mt2", {**CAIT, "losses.cpsd.lr_scale": 5.0}),
     "mt2_cait_eqlr10x": ("mt2", {**CAIT, "losses.cpsd.lr_scale": 10.0}),
+    # Session 12: A' as a further NT-Xent positive collapsed CPSD with one rate
+    # (session 10). Does the equivariant head at 3x hold against it? It does:
+    # the default since session 12 (with con_cait_shiftpos and eq_cait_eqlr3x).
+    "mt2_cait_eqlr3x_shiftpos": ("mt2", {**CAIT, "losses.cpsd.lr_scale": 3.0,
+                                         "losses.ntxent.include_shift_view": True}),
 }
 # The curves of docs/experiments_cpsd.png (OUT/cpsd_curves.png); all rows when none ran.
 PLOTTED = ("eq_paper", "eq_hybrid", "eq_hybrid_hinge", "mt2_hybrid", "mt2_hybrid_shiftpos",

@@ -128,7 +128,12 @@ def base_config() -> ml_collections.ConfigDict:
           projector="mlp",
           projector_dim=128,
           projector_hidden=1024,
-          include_shift_view=False,  # A' as a third positive view.
+          # A' (A transposed) as a third positive view: NT-Xent can then no
+          # longer match A and B by the key they share, so the token names what
+          # transposition leaves alone. On by default since session 12: with
+          # CPSD's parts at 3x (cpsd.lr_scale) CPSD holds beside it; with one rate
+          # it collapsed (docs/experiments.md, sessions 10 and 12).
+          include_shift_view=True,
           # With it: A' reaches NT-Xent through the token's own class blocks only
           # (its frames through a stop-gradient), so that the invariance to
           # transposition A' asks for is learnt there, not in the blocks CPSD
@@ -188,6 +193,7 @@ def paper(config: ml_collections.ConfigDict) -> None:
       loss.spread_weight = 0.0
     elif loss.kind == "ntxent":
       loss.projector = "none"
+      loss.include_shift_view = False  # Positives A and B only.
 
 
 PRESETS = {"runlocal": runlocal, "paper": paper}

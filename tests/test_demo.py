@@ -11,6 +11,7 @@ from mt2_jax import config_validation
 from mt2_jax import demo
 from mt2_jax.cli import demo as demo_cli
 from mt2_jax.data import corpus
+from mt2_jax.train import checkpoint
 
 from conftest import load_repo_file
 
@@ -119,3 +120,19 @@ def test_every_experiment_of_the_record_builds_a_valid_config():
   for key, value in experiments.EXPERIMENTS["mt2_cait"][1].items():
     experiments._set(config, key, value)
   assert config.losses.cpsd.lr_scale == 1.0 and config.model.class_blocks == 1
+  assert not config.losses.ntxent.include_shift_view
+
+
+def test_seed_findings_checks_the_demos_own_configs():
+  """launch/seed_findings.py's default experiments are the demo's runs at
+  today's defaults, key for key: a default that moves without them fails here."""
+  experiments = load_repo_file("launch/equivariance_experiments.py")
+  seeds = load_repo_file("launch/seed_findings.py")
+  preset = demo.PRESETS["default"]
+  for run, name in zip(demo.RUNS, seeds.DEFAULTS.split(","), strict=True):
+    config_name, overrides = experiments.EXPERIMENTS[name]
+    assert config_name == run
+    config = demo.run_config(run, preset, "data")
+    for key, value in overrides.items():
+      experiments._set(config, key, value)
+    assert checkpoint.config_changes(demo.run_config(run, preset, "data"), config) == [], name

@@ -409,6 +409,9 @@ def test_paper_preset_is_the_papers_architecture():
   config = _config("runlocal,paper")
   assert config.model.patch_embed == "dense" and config.model.layerscale == 0
   assert config.losses.cpsd.head == "dense" and config.losses.cpsd.spread_weight == 0
+  # NT-Xent's positives: A and B only (ours adds A').
+  assert not config.losses.ntxent.include_shift_view
+  assert _config("runlocal").losses.ntxent.include_shift_view
   params = _params(model_lib.build_model(config))
   assert "pitch_embed" not in params["backbone"] and "ls1" not in params["backbone"]["block00"]
 
