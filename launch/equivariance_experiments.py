@@ -173,7 +173,7 @@ EXPERIMENTS = {
 # The curves of docs/experiments_cpsd.png (OUT/cpsd_curves.png); all rows when none ran.
 PLOTTED = ("eq_paper", "eq_hybrid", "eq_hybrid_hinge", "mt2_hybrid", "mt2_hybrid_shiftpos",
            "mt2_hinge_w96_mlp", "eq_hinge_w96", "mt2_ls_frames", "eq_ls_frames", "mt2_nols",
-           "mt2_cait", "eq_cait", "mt2_cait_eqlr3x", "eq_cait_eqlr3x")
+           "mt2_cait", "eq_cait", "mt2_cait_eqlr3x", "eq_cait_eqlr3x", "mt2_cait_eqlr3x_shiftpos")
 # The token-count ablation at the demo's size with the defaults (launch/sweep_tokens.py --demo).
 SWEEP = {
     "k1_equivariant": ("equivariant_only", {}),
@@ -295,7 +295,7 @@ def write_report(out: pathlib.Path, results: list[dict]) -> None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   fig, ax = plt.subplots(figsize=(8, 4.2))
-  plotted = [r for r in results if r["name"] in PLOTTED] or results
+  plotted = [r for r in results if r["name"] in PLOTTED and r["seed"] == 0] or results
   for i, r in enumerate(plotted):
     pts = curve(pathlib.Path(r["workdir"]), "cpsd")
     if pts:  # A running mean over 8 logged steps, for readability.

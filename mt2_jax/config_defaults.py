@@ -180,7 +180,8 @@ def runlocal(config: ml_collections.ConfigDict) -> None:
 def paper(config: ml_collections.ConfigDict) -> None:
   """The paper's architecture as we read it (docs/design.md §1.3-1.4): a dense patch
   embedding, plain blocks that the class tokens go through with the frames, the
-  dense equivariant head, no anti-collapse term, NT-Xent on the token itself.
+  dense equivariant head, no anti-collapse term, NT-Xent on the token itself
+  with A and B as the positives.
   At the demo's size its equivariant head collapses (docs/experiments.md)."""
   config.model.patch_embed = "dense"
   config.model.layerscale = 0.0
@@ -193,7 +194,7 @@ def paper(config: ml_collections.ConfigDict) -> None:
       loss.spread_weight = 0.0
     elif loss.kind == "ntxent":
       loss.projector = "none"
-      loss.include_shift_view = False  # Positives A and B only.
+      loss.include_shift_view = False
 
 
 PRESETS = {"runlocal": runlocal, "paper": paper}
