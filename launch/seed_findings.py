@@ -9,11 +9,11 @@ seeds. Each seed's runs are `<experiment>_s{seed}` in --runs for the three
 experiments of --experiments (MT2, contrastive-only, equivariant-only; by
 default the demo's three configs at today's defaults), as
 `launch/equivariance_experiments.py
---only=mt2_cait_eqlr3x_shiftpos,con_cait_shiftpos,eq_cait_eqlr3x --seed=S` trains them (seed 0: the demo's own seed). Each
-seed's runs are probed exactly as `mt2 demo` probes its own (demo.stage_probe:
-the test chorales and notes, the untrained model, the references) and the
-findings are checked (probe.findings, with paired differences over test
-tracks).
+--only=mt2_cait_eqlr3x_shiftpos,con_cait_shiftpos,eq_cait_eqlr3x --seed=S`
+trains them (seed 0: the demo's own seed). Each seed's runs are probed
+exactly as `mt2 demo` probes its own (demo.stage_probe: the test chorales
+and notes, the untrained model, the references) and the findings are
+checked (probe.findings, with paired differences over test tracks).
 
 Reporting only: nothing is chosen from these numbers. Writes
 OUT/seed{S}/results.{json,md} and probe.png per seed, and OUT/seed_findings.md:
