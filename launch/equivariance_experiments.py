@@ -196,6 +196,16 @@ def _set(config, dotted: str, value) -> None:
   node[leaf] = value
 
 
+def experiment_config(name: str, data_dir):
+  """The config of experiment `name`: the demo's run config plus its overrides."""
+  from mt2_jax import demo
+  config_name, overrides = EXPERIMENTS[name]
+  config = demo.run_config(config_name, demo.PRESETS["default"], data_dir)
+  for key, value in overrides.items():
+    _set(config, key, value)
+  return config
+
+
 def tuning_rows(rows):
   """Test pieces dropped, validation scored as 'test', 1/5 of train pieces stop the probe."""
   out = []
@@ -337,10 +347,7 @@ def main(argv=None) -> None:
   preset = demo.PRESETS["default"]
   configs = {}
   for name in names:
-    config_name, overrides = EXPERIMENTS[name]
-    config = demo.run_config(config_name, preset, demo_dir / "data")
-    for k, v in overrides.items():
-      _set(config, k, v)
+    config = experiment_config(name, demo_dir / "data")
     config.seed = a.seed
     if a.steps:
       config.total_steps = a.steps

@@ -110,15 +110,10 @@ def test_demo_smoke_end_to_end_and_resumes(tmp_path, capsys):
 def test_every_experiment_of_the_record_builds_a_valid_config():
   # launch/equivariance_experiments.py: the runs behind docs/experiments.md, rerun by hand.
   experiments = load_repo_file("launch/equivariance_experiments.py")
-  for name, (config_name, overrides) in experiments.EXPERIMENTS.items():
-    config = demo.run_config(config_name, demo.PRESETS["default"], "data")
-    for key, value in overrides.items():
-      experiments._set(config, key, value)
-    config_validation.validate(config)
+  for name in experiments.EXPERIMENTS:
+    config_validation.validate(experiments.experiment_config(name, "data"))
   # A row means the same whatever the defaults: the paper's reading sets one rate.
-  config = demo.run_config("mt2", demo.PRESETS["default"], "data")
-  for key, value in experiments.EXPERIMENTS["mt2_cait"][1].items():
-    experiments._set(config, key, value)
+  config = experiments.experiment_config("mt2_cait", "data")
   assert config.losses.cpsd.lr_scale == 1.0 and config.model.class_blocks == 1
   assert not config.losses.ntxent.include_shift_view
 
@@ -128,11 +123,8 @@ def test_seed_findings_checks_the_demos_own_configs():
   today's defaults, key for key: a default that moves without them fails here."""
   experiments = load_repo_file("launch/equivariance_experiments.py")
   seeds = load_repo_file("launch/seed_findings.py")
-  preset = demo.PRESETS["default"]
   for run, name in zip(demo.RUNS, seeds.DEFAULTS.split(","), strict=True):
-    config_name, overrides = experiments.EXPERIMENTS[name]
-    assert config_name == run
-    config = demo.run_config(run, preset, "data")
-    for key, value in overrides.items():
-      experiments._set(config, key, value)
-    assert checkpoint.config_changes(demo.run_config(run, preset, "data"), config) == [], name
+    assert experiments.EXPERIMENTS[name][0] == run
+    config = experiments.experiment_config(name, "data")
+    assert checkpoint.config_changes(demo.run_config(run, demo.PRESETS["default"], "data"),
+                                     config) == [], name
