@@ -118,6 +118,28 @@ def test_every_experiment_of_the_record_builds_a_valid_config():
   assert not config.losses.ntxent.include_shift_view
 
 
+def test_experiment_scoring_never_sees_the_test_split():
+  """The record's rows are scored on validation chorales and notes; the probe
+  stops on training pieces (chorales) or pitches (notes) held out whole."""
+  experiments = load_repo_file("launch/equivariance_experiments.py")
+  rows = [{"set": "chorale", "piece": f"bwv{i % 40}", "split": ("train", "validation", "test")[i % 3],
+           "pitch": ""} for i in range(120)]
+  rows += [{"set": "note", "piece": f"{inst}_{p}", "split": ("train", "validation", "test")[p % 3],
+            "pitch": str(p)} for inst in ("organ", "flute") for p in range(36, 84)]
+  out = experiments.tuning_rows(rows)
+  kept = [r for r in rows if r["split"] != "test"]
+  assert len(out) == len(kept) and {r["set"] for r in out} == {"chorale", "note"}
+  for r, o in zip(kept, out, strict=True):
+    assert (o["split"] == "test") == (r["split"] == "validation")
+  for column in ("piece", "pitch"):
+    groups = {}
+    for o in out:
+      if o["split"] != "test" and o[column] and (o["set"] == "chorale") == (column == "piece"):
+        groups.setdefault(o[column], set()).add(o["split"])
+    assert all(len(s) == 1 for s in groups.values())  # A group is one split, never both.
+    assert {s for v in groups.values() for s in v} == {"train", "validation"}
+
+
 def test_seed_findings_checks_the_demos_own_configs():
   """launch/seed_findings.py's default experiments are the demo's runs at
   today's defaults, key for key: a default that moves without them fails here."""
