@@ -182,6 +182,10 @@ EXPERIMENTS = {
     "mt2_s12_ntxent_w2": ("mt2", {**S12, "losses.ntxent.weight": 2.0}),
     # A third shared block: more room for both tasks.
     "mt2_s12_depth3": ("mt2", {**S12, "model.depth": 3}),
+    # The head shared across the 12 rotations (the lead; untried since
+    # session 4) with today's defaults.
+    "mt2_s12_shared": ("mt2", {**S12, "losses.cpsd.head": "shared"}),
+    "eq_s12_shared": ("equivariant_only", {**S12, "losses.cpsd.head": "shared"}),
 }
 # The curves of docs/experiments_cpsd.png (OUT/cpsd_curves.png); all rows when none ran.
 PLOTTED = ("eq_paper", "eq_hybrid", "eq_hybrid_hinge", "mt2_hybrid", "mt2_hybrid_shiftpos",
