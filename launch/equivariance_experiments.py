@@ -186,6 +186,10 @@ EXPERIMENTS = {
     # session 4) with today's defaults.
     "mt2_s12_shared": ("mt2", {**S12, "losses.cpsd.head": "shared"}),
     "eq_s12_shared": ("equivariant_only", {**S12, "losses.cpsd.head": "shared"}),
+    # MT2's equivariant token reads less key than the equivariant-only model's
+    # (0.848 vs 0.898). Does A' press the shared blocks towards transposition
+    # invariance? A' through the contrastive token's own class block only:
+    "mt2_s12_shiftdet": ("mt2", {**S12, "losses.ntxent.detach_shift_view": True}),
 }
 # The curves of docs/experiments_cpsd.png (OUT/cpsd_curves.png); all rows when none ran.
 PLOTTED = ("eq_paper", "eq_hybrid", "eq_hybrid_hinge", "mt2_hybrid", "mt2_hybrid_shiftpos",
