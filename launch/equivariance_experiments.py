@@ -190,6 +190,10 @@ EXPERIMENTS = {
     # (0.848 vs 0.898). Does A' press the shared blocks towards transposition
     # invariance? A' through the contrastive token's own class block only:
     "mt2_s12_shiftdet": ("mt2", {**S12, "losses.ntxent.detach_shift_view": True}),
+    # K=3's fifths head reads key signatures worse than K=2's with three seeds.
+    # Does the semitone head at 3x pull the shared blocks its way too early?
+    # Its head and class block at the base rate:
+    "k3_semitone_lr1": ("mt2_k3", {"losses.cpsd_semitone.lr_scale": 1.0}),
 }
 # The curves of docs/experiments_cpsd.png (OUT/cpsd_curves.png); all rows when none ran.
 PLOTTED = ("eq_paper", "eq_hybrid", "eq_hybrid_hinge", "mt2_hybrid", "mt2_hybrid_shiftpos",
