@@ -122,9 +122,10 @@ def test_experiment_scoring_never_sees_the_test_split():
   """The record's rows are scored on validation chorales and notes; the probe
   stops on training pieces (chorales) or pitches (notes) held out whole."""
   experiments = load_repo_file("launch/equivariance_experiments.py")
-  rows = [{"set": "chorale", "piece": f"bwv{i % 40}", "split": ("train", "validation", "test")[i % 3],
-           "pitch": ""} for i in range(120)]
-  rows += [{"set": "note", "piece": f"{inst}_{p}", "split": ("train", "validation", "test")[p % 3],
+  splits = ("train", "validation", "test")
+  rows = [{"set": "chorale", "piece": f"bwv{i % 40}", "split": splits[i % 40 % 3], "pitch": ""}
+          for i in range(120)]
+  rows += [{"set": "note", "piece": f"{inst}_{p}", "split": splits[p % 3],
             "pitch": str(p)} for inst in ("organ", "flute") for p in range(36, 84)]
   out = experiments.tuning_rows(rows)
   kept = [r for r in rows if r["split"] != "test"]
