@@ -21,7 +21,8 @@ probes early; single notes likewise, by pitch. Per run:
                                equivariant one explains on the scored pieces, fitted on
                                the training pieces (probe.token_similarity; 1: the two
                                tokens are one feature)
-Rows are appended to OUT/results.jsonl (a finished run is not trained again)
+Rows are appended to OUT/results.jsonl (a finished run is not trained again;
+one trained with other settings, e.g. before a default moved, stops the script)
 and OUT/results.md and OUT/cpsd_curves.png are rewritten from all rows.
 """
 
@@ -231,6 +232,25 @@ def experiment_config(name: str, data_dir):
   return config
 
 
+def stale_runs(runs_dir: pathlib.Path, configs: dict, seed: int) -> list[str]:
+  """'NAME: key: old -> new; ...' for each experiment whose run folder was
+  trained with other settings (a default that moved since, another --steps).
+  Such a run would otherwise be taken as finished and its row kept. The
+  periodic evaluation, the data folder and the loader's workers do not change
+  what a run learns and are not compared (a linked `mt2 demo` run has them)."""
+  from mt2_jax.train import checkpoint
+  out = []
+  for name, config in configs.items():
+    workdir = runs_dir / f"{name}_s{seed}"
+    if (workdir / "config.json").exists():
+      changes = [c for c in checkpoint.config_changes(checkpoint.load_config(workdir), config,
+                                                      ignore=("data_dir", "data.num_workers"))
+                 if not c.startswith("eval.")]
+      if changes:
+        out.append(f"{name}: {'; '.join(changes)}")
+  return out
+
+
 def tuning_rows(rows):
   """Test pieces (chorales) and pitches (notes) dropped, validation scored as
   'test', 1/5 of the training pieces or pitches stop the probe early."""
@@ -387,6 +407,10 @@ def main(argv=None) -> None:
   from mt2_jax.train import loop as train
   for config in configs.values():
     config_validation.validate(config)  # Every experiment's config, before any compute.
+  stale = [] if a.rescore else stale_runs(out / "runs", configs, a.seed)
+  if stale:
+    p.error("runs in " + os.fspath(out / "runs") + " were trained with other settings; remove "
+            "them or use another --out:\n  " + "\n  ".join(stale))
   corpus_dir = demo_dir / "corpus"
   rows = probe.read_examples(corpus_dir)
   if a.split == "validation":

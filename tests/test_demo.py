@@ -141,6 +141,20 @@ def test_experiment_scoring_never_sees_the_test_split():
     assert {s for v in groups.values() for s in v} == {"train", "validation"}
 
 
+def test_experiments_refuse_a_run_trained_with_other_settings(tmp_path):
+  """A finished run whose settings have moved since (a new default) is named,
+  not silently reused; a linked demo run, whose periodic evaluation differs, is fine."""
+  experiments = load_repo_file("launch/equivariance_experiments.py")
+  configs = {n: experiments.experiment_config(n, "data") for n in ("mt2_cait", "k2_mt2")}
+  demo_run = demo.run_config("mt2", demo.PRESETS["default"], "data", eval_dir="data_val")
+  assert demo_run.eval.every > 0
+  checkpoint.save_config(tmp_path / "k2_mt2_s0", demo_run)
+  old = experiments.experiment_config("mt2_cait", "data")
+  old.optim.lr = 2e-3
+  checkpoint.save_config(tmp_path / "mt2_cait_s0", old)
+  assert experiments.stale_runs(tmp_path, configs, 0) == ["mt2_cait: optim.lr: 0.002 -> 0.001"]
+
+
 def test_seed_findings_checks_the_demos_own_configs():
   """launch/seed_findings.py's default experiments are the demo's runs at
   today's defaults, key for key: a default that moves without them fails here."""
