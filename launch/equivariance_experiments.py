@@ -172,8 +172,7 @@ EXPERIMENTS = {
     # Session 12: A' as a further NT-Xent positive collapsed CPSD with one rate
     # (session 10). Does the equivariant head at 3x hold against it? It does:
     # the default since session 12 (with con_cait_shiftpos and eq_cait_eqlr3x).
-    "mt2_cait_eqlr3x_shiftpos": ("mt2", {**CAIT, "losses.cpsd.lr_scale": 3.0,
-                                         "losses.ntxent.include_shift_view": True}),
+    "mt2_cait_eqlr3x_shiftpos": ("mt2", S12),
     # Session 13: MT2's best feature trails the single-token models' on single
     # notes (its contrastive token 0.746 vs the contrastive-only frame mean
     # 0.873 on the test split). One knob each from today's defaults (S12).
@@ -193,7 +192,7 @@ EXPERIMENTS = {
     "mt2_s12_shiftdet": ("mt2", {**S12, "losses.ntxent.detach_shift_view": True}),
     # K=3's fifths head reads key signatures worse than K=2's with three seeds.
     # Does the semitone head at 3x pull the shared blocks its way too early?
-    # Its head and class block at the base rate:
+    # Its head and class block at the base rate (configs/mt2_k3.py's since):
     "k3_semitone_lr1": ("mt2_k3", {"losses.cpsd_semitone.lr_scale": 1.0}),
 }
 # The curves of docs/experiments_cpsd.png (OUT/cpsd_curves.png); all rows when none ran.
