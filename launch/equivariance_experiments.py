@@ -15,7 +15,10 @@ probes early; single notes likewise, by pitch. Per run:
   keysig_zeroshot              zero-shot key-signature accuracy of the head
   key_<feature>, inst_<feature> key MIREX / chorale-instrument accuracy of a probe
   inst_mfcc                    the same instrument probe on MFCC stats (the reference)
-  notes_<feature>, notes_mfcc  instrument accuracy on single notes of validation pitches
+  inst_cqt_stats               ... on CQT stats: the model's input, mean and deviation
+                               of each bin over the track (what the input holds)
+  notes_<feature>, notes_mfcc, notes_cqt_stats
+                               instrument accuracy on single notes of validation pitches
                                (the corpus splits notes by pitch)
   token_r2                     how much of the contrastive token a linear map of the
                                equivariant one explains on the scored pieces, fitted on
@@ -323,13 +326,16 @@ def score_run(workdir: pathlib.Path, corpus_dir: pathlib.Path, rows) -> dict:
     else:
       out[f"key_{name}"] = res["key"]  # MIREX weighted score
       out[f"ksprobe_{name}"] = res["key_signature"]  # Key-signature accuracy of that probe.
-  # The MFCC-stats reference, the same for every run on this corpus (cached beside it).
+  # The references, the same for every run on this corpus (cached beside it).
+  cache = corpus_dir.parent / "tuning_cache"
   feats["mfcc"] = probe.extract_mfcc(corpus_dir, rows, embedder.cqt.sample_rate,
-                                     corpus_dir.parent / "tuning_cache" / f"mfcc_{fp}.npz", False)
+                                     cache / f"mfcc_{fp}.npz", False)
+  feats["cqt_stats"] = probe.extract_cqt_stats(corpus_dir, rows, embedder.cqt,
+                                               cache / f"cqt_stats_{fp}.npz", False)
   # inst_: the instrument of chorale renditions; notes_: of single notes at unheard pitches.
   for prefix, task in (("inst", "chorale_instrument"), ("notes", "instrument")):
     base = probe.task_data(task, rows)
-    for name in (*embedder.feature_names, "mfcc"):
+    for name in (*embedder.feature_names, "mfcc", "cqt_stats"):
       t = probe.valid_rows(base, [feats[name]])
       if probe.usable(t):
         out[f"{prefix}_{name.replace('cls_', '')}"] = probe.probe_feature(t, feats[name])[task]

@@ -284,6 +284,18 @@ def test_mfcc_stats_shape_values_and_cache(tmp_path, monkeypatch):
   np.testing.assert_array_equal(probe.extract_mfcc(tmp_path, rows, SR, cache, progress=False), mfcc)
 
 
+def test_cqt_stats_name_the_bin_and_its_change():
+  cqt = CQTConfig()
+  t = np.arange(2 * SR) / SR
+  tone = 0.5 * np.sin(2 * np.pi * 440.0 * t)  # A4: 27.5 Hz * 2**4, bin 48.
+  steady = probe.track_cqt_stats(tone, cqt)
+  gated = probe.track_cqt_stats(tone * (t < 1.0), cqt)  # A second of tone, then silence.
+  assert steady.shape == (2 * cqt.n_bins,)
+  assert np.argmax(steady[:cqt.n_bins]) == 48
+  # The deviation over time is what tells a held tone from a gated one.
+  assert gated[cqt.n_bins + 48] > 5 * steady[cqt.n_bins + 48]
+
+
 def demo_results(changes=None):
   """Hand-made results in which every finding holds, but for changes {(model, feature, task): score}
   (and 'token_r2': MT2's token similarity, 0.5 by default)."""

@@ -1,4 +1,4 @@
-"""Track-level features of a labelled folder, cached: a run's embeddings, chroma, MFCC stats.
+"""Track-level features of a labelled folder, cached: a run's embeddings, chroma, MFCC and CQT stats.
 
 Every array is [n_rows, dim] in the order of the rows (tasks.read_examples),
 NaN where a file could not be read (tasks.valid_rows then leaves it out of
@@ -129,5 +129,11 @@ def extract_mfcc(data_dir, rows, sample_rate: int, cache_path=None, progress: bo
                          data_dir, rows, cache_path, progress)
 
 
-__all__ = ["data_fingerprint", "extract_chroma", "extract_features", "extract_features_many",
-           "extract_mfcc"]
+def extract_cqt_stats(data_dir, rows, cqt, cache_path=None, progress: bool = True) -> np.ndarray:
+  """CQT stats [n_rows, 2 * cqt.n_bins] of each row's audio (references.track_cqt_stats), cached."""
+  return _extract_tracks("cqt_stats", lambda x: references.track_cqt_stats(x, cqt), 2 * cqt.n_bins,
+                         cqt.sample_rate, data_dir, rows, cache_path, progress)
+
+
+__all__ = ["data_fingerprint", "extract_chroma", "extract_cqt_stats", "extract_features",
+           "extract_features_many", "extract_mfcc"]

@@ -77,11 +77,11 @@ import numpy as np
 
 from mt2_jax import storage
 from mt2_jax.eval import embed as embed_lib
-from mt2_jax.eval.features import (data_fingerprint, extract_chroma, extract_features,
-                                   extract_features_many, extract_mfcc)
+from mt2_jax.eval.features import (data_fingerprint, extract_chroma, extract_cqt_stats,
+                                   extract_features, extract_features_many, extract_mfcc)
 from mt2_jax.eval.linear import fit_linear_probe, linear_r2, probe_feature
 from mt2_jax.eval.references import (KK_MAJOR, KK_MINOR, kk_key, kk_key_scores, track_chroma,
-                                     track_mfcc, zero_shot_key)
+                                     track_cqt_stats, track_mfcc, zero_shot_key)
 from mt2_jax.eval.report import (COLUMNS, findings, findings_markdown, markdown, paired_difference,
                                  plot, table, write_report)
 from mt2_jax.eval.tasks import (KEY_ERRORS, SPLITS, TASKS, TaskData, bootstrap_ci, ci_name,
@@ -224,11 +224,11 @@ def probe_run(workdir, data_dir, tasks: Sequence[str] = ("key",), step: int | No
 __all__ = [
     "COLUMNS", "KEY_ERRORS", "KK_MAJOR", "KK_MINOR", "PITCH_NAMES", "SPLITS", "TASKS",
     "ZERO_SHOT_READOUTS", "TaskData", "best_rotation", "bootstrap_ci", "ci_name",
-    "data_fingerprint", "extract_chroma", "extract_features", "extract_mfcc", "findings",
-    "findings_markdown", "fit_linear_probe", "has_phase_readout", "head_omegas", "key_class",
-    "key_name", "key_signature", "kk_key", "kk_key_scores", "linear_r2", "markdown",
+    "data_fingerprint", "extract_chroma", "extract_cqt_stats", "extract_features", "extract_mfcc",
+    "findings", "findings_markdown", "fit_linear_probe", "has_phase_readout", "head_omegas",
+    "key_class", "key_name", "key_signature", "kk_key", "kk_key_scores", "linear_r2", "markdown",
     "paired_difference", "phase_class", "plot", "probe_feature", "probe_features", "probe_run",
     "probe_runs", "read_examples", "reference_rows", "score", "summarize", "table", "task_data",
-    "token_similarity", "track_chroma", "track_mfcc", "track_scores", "usable", "valid_rows",
-    "write_report", "zero_shot_key",
+    "token_similarity", "track_chroma", "track_cqt_stats", "track_mfcc", "track_scores", "usable",
+    "valid_rows", "write_report", "zero_shot_key",
 ]

@@ -12,6 +12,10 @@
                  front-end's CQT, A0 upwards): what kk_key reads.
   track_mfcc     MFCC stats: 20 MFCCs, mean and deviation over the track (40
                  dims), probed like the model's features: plain timbre.
+  track_cqt_stats  the model's own input summarised the same way: mean and
+                 deviation of each log-CQT bin over the track (2 x 99 dims).
+                 What a probe can read from the input without learning
+                 (docs/experiments.md, session 14).
 """
 
 from typing import Any
@@ -97,5 +101,12 @@ def track_mfcc(x: np.ndarray, sample_rate: int, n_mfcc: int = 20) -> np.ndarray:
   return np.concatenate(_frame_stats(x, sample_rate, mfcc)).astype(np.float32)
 
 
-__all__ = ["KK_MAJOR", "KK_MINOR", "kk_key", "kk_key_scores", "track_chroma", "track_mfcc",
-           "zero_shot_key"]
+def track_cqt_stats(x: np.ndarray, cqt) -> np.ndarray:
+  """CQT stats [2 * cqt.n_bins] of a waveform [samples] at cqt.sample_rate: the
+  mean, then the deviation, of each log-CQT bin (the model's front-end) over time."""
+  from mt2_jax.data.cqt import log_cqt
+  return np.concatenate(_frame_stats(x, cqt.sample_rate, lambda b: log_cqt(b, cqt))).astype(np.float32)
+
+
+__all__ = ["KK_MAJOR", "KK_MINOR", "kk_key", "kk_key_scores", "track_chroma", "track_cqt_stats",
+           "track_mfcc", "zero_shot_key"]
