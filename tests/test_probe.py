@@ -282,6 +282,9 @@ def test_mfcc_stats_shape_values_and_cache(tmp_path, monkeypatch):
   assert not np.allclose(mfcc[0], mfcc[1])
   monkeypatch.setattr(references, "track_mfcc", lambda *a, **k: 1 / 0)  # Must not be called.
   np.testing.assert_array_equal(probe.extract_mfcc(tmp_path, rows, SR, cache, progress=False), mfcc)
+  cqt = probe.extract_cqt_stats(tmp_path, rows, CQTConfig(), tmp_path / "cache" / "cqt.npz",
+                                progress=False)  # The same reader, per bin of the model's CQT.
+  assert cqt.shape == (3, 198) and np.all(np.isnan(cqt[2])) and np.isfinite(cqt[:2]).all()
 
 
 def test_cqt_stats_name_the_bin_and_its_change():
