@@ -44,7 +44,7 @@ PAPER = {"model.width": 48, "model.patch_embed": "dense", "model.layerscale": 0.
          "losses.cpsd.head": "dense", "losses.cpsd.spread_weight": 0.0,
          "losses.ntxent.projector": "none", "model.class_blocks": 0, "optim.lr": 1e-3,
          "model.detached_tokens": (), "optim.lr_scale": "", "losses.cpsd.lr_scale": 1.0,
-         "losses.ntxent.include_shift_view": False}
+         "losses.ntxent.include_shift_view": False, "losses.ntxent.temperature": 0.1}
 PITCH = {**PAPER, "model.patch_embed": "pitch", "model.layerscale": 0.01}
 HYBRID = {**PAPER, "model.patch_embed": "hybrid", "model.layerscale": 0.01}
 HINGE = {**HYBRID, "losses.cpsd.spread_weight": 1.0}
@@ -197,6 +197,17 @@ EXPERIMENTS = {
     # Does the semitone head at 3x pull the shared blocks its way too early?
     # Its head and class block at the base rate (configs/mt2_k3.py's since):
     "k3_semitone_lr1": ("mt2_k3", {"losses.cpsd_semitone.lr_scale": 1.0}),
+    # Session 15: the contrastive token trails MFCC stats on gm chorales. A low
+    # NT-Xent temperature weighs the hardest negatives most, and with 16 tracks
+    # a batch those are renditions by the same instrument: it pays the token to
+    # tell them apart by anything but timbre. A warmer softmax tolerates them
+    # (Wang & Liu, CVPR 2021). 0.5 is CLMR's; the default is SimCLR's 0.1.
+    # Refuted: 0.5 reads fewer instruments, 0.05 a few more (docs/experiments.md).
+    "con_s12_t05": ("contrastive_only", {**S12, "losses.ntxent.temperature": 0.5}),
+    "mt2_s12_t05": ("mt2", {**S12, "losses.ntxent.temperature": 0.5}),
+    # The other way: a colder softmax, the hard negatives weighed more still.
+    "con_s12_t005": ("contrastive_only", {**S12, "losses.ntxent.temperature": 0.05}),
+    "mt2_s12_t005": ("mt2", {**S12, "losses.ntxent.temperature": 0.05}),
 }
 # The curves of docs/experiments_cpsd.png (OUT/cpsd_curves.png); all rows when none ran.
 PLOTTED = ("eq_paper", "eq_hybrid", "eq_hybrid_hinge", "mt2_hybrid", "mt2_hybrid_shiftpos",

@@ -121,6 +121,8 @@ def base_config() -> ml_collections.ConfigDict:
           kind="ntxent",
           token="contrastive",
           weight=1.0,
+          # SimCLR's. 0.5 reads fewer instruments; 0.05 costs the zero-shot key
+          # readout on the dry corpus (docs/experiments.md, session 15).
           temperature=0.1,
           # 'mlp' (SimCLR's projector) or 'none' (NT-Xent on the token itself).
           # 'mlp' by default: with 'none' MT2's NT-Xent ended 44% above the
