@@ -208,6 +208,12 @@ EXPERIMENTS = {
     # The other way: a colder softmax, the hard negatives weighed more still.
     "con_s12_t005": ("contrastive_only", {**S12, "losses.ntxent.temperature": 0.05}),
     "mt2_s12_t005": ("mt2", {**S12, "losses.ntxent.temperature": 0.05}),
+    # Segments twice as long (6 s) at half the batch, the same frames a step:
+    # more notes for each class token to read key and timbre from, fewer
+    # negatives for NT-Xent (the "segment length"; untried until now).
+    # Refuted: both tokens read less key and fewer instruments (docs/experiments.md).
+    "con_s12_seg256": ("contrastive_only", {**S12, "data.segment_frames": 256, "batch_size": 8}),
+    "mt2_s12_seg256": ("mt2", {**S12, "data.segment_frames": 256, "batch_size": 8}),
 }
 # The curves of docs/experiments_cpsd.png (OUT/cpsd_curves.png); all rows when none ran.
 PLOTTED = ("eq_paper", "eq_hybrid", "eq_hybrid_hinge", "mt2_hybrid", "mt2_hybrid_shiftpos",
