@@ -44,7 +44,8 @@ PAPER = {"model.width": 48, "model.patch_embed": "dense", "model.layerscale": 0.
          "losses.cpsd.head": "dense", "losses.cpsd.spread_weight": 0.0,
          "losses.ntxent.projector": "none", "model.class_blocks": 0, "optim.lr": 1e-3,
          "model.detached_tokens": (), "optim.lr_scale": "", "losses.cpsd.lr_scale": 1.0,
-         "losses.ntxent.include_shift_view": False, "losses.ntxent.temperature": 0.1}
+         "losses.ntxent.include_shift_view": False, "losses.ntxent.temperature": 0.1,
+         "data.group_pattern": ""}
 PITCH = {**PAPER, "model.patch_embed": "pitch", "model.layerscale": 0.01}
 HYBRID = {**PAPER, "model.patch_embed": "hybrid", "model.layerscale": 0.01}
 HINGE = {**HYBRID, "losses.cpsd.spread_weight": 1.0}
@@ -214,6 +215,14 @@ EXPERIMENTS = {
     # Refuted: both tokens read less key and fewer instruments (docs/experiments.md).
     "con_s12_seg256": ("contrastive_only", {**S12, "data.segment_frames": 256, "batch_size": 8}),
     "mt2_s12_seg256": ("mt2", {**S12, "data.segment_frames": 256, "batch_size": 8}),
+    # Session 16: NT-Xent's negatives are 15 random renditions of 420, so two
+    # renditions of one piece rarely meet in a batch, and the contrastive token
+    # can tell its negatives apart by the music alone. Batches of whole pieces
+    # (both renditions of 8 pieces: the same music in another instrument, key
+    # and tempo) make the piece useless for that; with A' a positive the key is
+    # too, which leaves the instrument (and the tempo).
+    "con_s12_pieces": ("contrastive_only", {**S12, "data.group_pattern": "^[^_]+"}),
+    "mt2_s12_pieces": ("mt2", {**S12, "data.group_pattern": "^[^_]+"}),
 }
 # The curves of docs/experiments_cpsd.png (OUT/cpsd_curves.png); all rows when none ran.
 PLOTTED = ("eq_paper", "eq_hybrid", "eq_hybrid_hinge", "mt2_hybrid", "mt2_hybrid_shiftpos",

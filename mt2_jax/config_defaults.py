@@ -62,7 +62,12 @@ def base_config() -> ml_collections.ConfigDict:
                      prefetch_buffer_size=2,
                      # A random EQ of up to +-colour_db dB on each segment (data/augment.py:
                      # ViewSpec); 0, the paper's views.
-                     colour_db=0.0)
+                     colour_db=0.0,
+                     # A regex on track ids (its first group, else the whole match)
+                     # that makes a batch hold whole groups, e.g. '^[^_]+' every
+                     # rendition of a demo piece (data/records.py:record_groups);
+                     # '' (off), the paper's random batches.
+                     group_pattern="")
 
   # The model's num_frames is data.segment_frames and num_bins data.crop_bins.
   config.model = dict(

@@ -7,6 +7,7 @@ data directory or `jax.devices()`), or pass them as `extra_checks`.
 """
 
 import math
+import re
 from typing import Callable, Iterable
 
 import jax
@@ -73,6 +74,13 @@ def check_sizes(config) -> None:
   _number(config, "cqt.fmin", low=0, low_open=True)
   if "colour_db" in config.data:  # Optional: runs saved before it existed lack it.
     _number(config, "data.colour_db", low=0)
+  if "group_pattern" in config.data:  # Optional, as colour_db.
+    pattern = config.data.group_pattern
+    try:
+      re.compile(pattern)
+    except (TypeError, re.error) as e:
+      _fail("data.group_pattern", f"must be a regular expression on track ids or '' (off), "
+            f"got {pattern!r} ({e})")
   for key in ("data.num_workers", "data.prefetch_buffer_size"):
     value = _get(config, key)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:

@@ -30,12 +30,13 @@ def tone(midi: int, seconds: float) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-  """8 pure tones of 3 s (tone40..tone47) and 2 of 1.5 s (short60, short62), in 3 shards."""
+  """8 pure tones of 3 s (tone40_g0..tone47_g1, g: the parity) and 2 of 1.5 s (short60,
+  short62), in 3 shards."""
   root = tmp_path_factory.mktemp("pipeline")
   audio = root / "audio"
   audio.mkdir()
   for m in LONG_MIDI:
-    sf.write(audio / f"tone{m}.wav", tone(m, 3.0), SR)
+    sf.write(audio / f"tone{m}_g{m % 2}.wav", tone(m, 3.0), SR)
   for m in SHORT_MIDI:
     sf.write(audio / f"short{m}.wav", tone(m, 1.5), SR)
   summary = prepare(audio, root / "data", num_workers=1, files_per_shard=4, progress=False)
@@ -102,7 +103,7 @@ def test_shift_sign_and_crops_match_the_record(data_dir):
       np.testing.assert_array_equal(b["x_b"][i], cqt[o:o + 84, sb:sb + SEGMENT])
       np.testing.assert_array_equal(b["x_a_shift"][i], cqt[o + d:o + d + 84, sa:sa + SEGMENT])
       # The tone's pitch: MIDI m is CQT row m - 21 (fmin = A0 = MIDI 21).
-      midi = int(ex["track_id"].decode().removeprefix("tone"))
+      midi = int(ex["track_id"].decode().split("_")[0].removeprefix("tone"))
       assert peak_row(b["x_a"][i:i + 1])[0] == midi - 21 - o
     shifts += b["shift"].tolist()
   assert len(set(shifts)) > 5
@@ -207,6 +208,38 @@ def test_resume_gives_the_next_batches(data_dir):
   other.seed = 5
   with pytest.raises(ValueError, match="seed"):
     take(other, 1, state=state)
+
+
+def test_group_pattern_batches_whole_groups_and_resumes(data_dir):
+  """data.group_pattern: each epoch visits the groups in a random order, a group's
+  records one after another; 4 tones a parity and 4 a batch: one parity a batch."""
+  config = make_config(data_dir, group_pattern=r"_(g\d)$")
+  batches, state = take(config, 6, debug=True)
+  parities = [{int(t.decode()[-1]) for t in b["track_id"]} for b in batches]
+  assert all(len(p) == 1 for p in parities), parities
+  assert {p.pop() for p in parities} == {0, 1}
+  assert all(len(set(b["record"])) == 4 for b in batches)  # a group once an epoch
+  ungrouped, _ = take(make_config(data_dir), 6, debug=True)
+  assert any(len({int(t.decode()[-1]) for t in b["track_id"]}) == 2 for b in ungrouped)
+  # The pattern is part of the stream: a position saved with it resumes only with it.
+  resumed, _ = take(config, 2, state=state, debug=True)
+  assert_same(resumed, take(config, 8, debug=True)[0][6:])
+  with pytest.raises(ValueError, match="group_pattern"):
+    take(make_config(data_dir), 1, state=state)
+  with pytest.raises(ValueError, match=r"does not match the track id 'tone4\d_g\d'"):
+    take(make_config(data_dir, group_pattern="_g1$"), 1)
+
+
+def test_epoch_order_with_groups_keeps_each_group_together():
+  groups = np.random.default_rng(0).integers(0, 30, 200)
+  orders = [augment.epoch_order(0, e, 200, True, groups) for e in range(3)]
+  for order in orders:
+    assert sorted(order) == list(range(200))
+    seen = groups[order]
+    runs = seen[np.r_[True, seen[1:] != seen[:-1]]]  # one run per group
+    assert len(runs) == len(set(groups))
+  assert not np.array_equal(orders[0], orders[1])
+  np.testing.assert_array_equal(orders[2], augment.epoch_order(0, 2, 200, True, groups))
 
 
 def test_orbax_checkpoint_round_trip(data_dir, tmp_path):

@@ -217,6 +217,15 @@ def test_metrics_and_tensorboard_are_written(data_dir, tmp_path, caplog):
   assert f"another config; now: optim.lr: {config.optim.lr / 2!r} -> {config.optim.lr!r}" in caplog.text
 
 
+def test_config_changes_skip_an_added_key_at_its_neutral_value():
+  """A run saved before data.group_pattern existed is not 'changed' by its default."""
+  old, new = config_defaults.base_config(), config_defaults.base_config()
+  del old.data["group_pattern"]
+  assert checkpoint.config_changes(old, new) == []
+  new.data.group_pattern = "^[^_]+"
+  assert checkpoint.config_changes(old, new) == ["data.group_pattern: '' -> '^[^_]+'"]
+
+
 def test_checkpoint_from_8_devices_restores_on_4(data_dir, tmp_path):
   config = small_config(data_dir, total_steps=8)
   train.train(config, tmp_path, progress=False)

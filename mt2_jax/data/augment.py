@@ -161,8 +161,19 @@ def example_rng(seed: int, epoch: int, record: int) -> np.random.Generator:
   return np.random.default_rng([seed, _VIEWS_STREAM, epoch, record])
 
 
-def epoch_order(seed: int, epoch: int, n: int, shuffle: bool = True) -> np.ndarray:
-  """[n] the visiting order of a process's records in one epoch."""
+def epoch_order(seed: int, epoch: int, n: int, shuffle: bool = True,
+                groups: np.ndarray | None = None) -> np.ndarray:
+  """[n] the visiting order of a process's records in one epoch.
+
+  groups: optional [n] int group of each record (`data.group_pattern`): the
+  groups come in a random order and each one's records consecutively (in a
+  random order too), so a batch holds whole groups.
+  """
   if not shuffle:
-    return np.arange(n)
-  return np.random.default_rng([seed, _SHUFFLE_STREAM, epoch]).permutation(n)
+    return np.arange(n) if groups is None else np.argsort(groups, kind="stable")
+  rng = np.random.default_rng([seed, _SHUFFLE_STREAM, epoch])
+  if groups is None:
+    return rng.permutation(n)
+  groups = np.asarray(groups)
+  group_rank = rng.permutation(int(groups.max()) + 1)
+  return np.lexsort((rng.random(n), group_rank[groups]))

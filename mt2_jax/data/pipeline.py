@@ -14,8 +14,9 @@ of x_a_shift, and `argmax(x_a) - argmax(x_a_shift) == shift` for a pure tone.
 
 Determinism. Element p of the (global) stream is record `records[perm_e[i]]`
 with `(e, i) = divmod(p, len(records))` and `perm_e` a permutation drawn from
-(seed, e); its crops and offsets are drawn from a numpy Generator seeded with
-(seed, e, record). Nothing depends on worker count, timing, or the number of
+(seed, e) (with `data.group_pattern`, one that keeps each group's records
+together: `augment.epoch_order`); its crops and offsets are drawn from a numpy
+Generator seeded with (seed, e, record). Nothing depends on worker count, timing, or the number of
 processes, so 0 and 8 workers, or 1 and 2 hosts, give the same global
 batches, and the iterator's state is a single number: how many elements of
 the stream the job has consumed.
@@ -52,11 +53,13 @@ import numpy as np
 from mt2_jax import sharding, storage
 from mt2_jax.data import dataset
 from mt2_jax.data.augment import VIEW_KEYS, ViewSpec, draw, epoch_order, example_rng, view_arrays
-from mt2_jax.data.records import record_lengths, usable_records
+from mt2_jax.data.records import record_groups, record_lengths, usable_records
 
 # Extra int32 keys of debug batches, plus `track_id` (bytes).
 DEBUG_KEYS = ("record", "epoch", "start_a", "start_b", "offset")
 STATE_VERSION = 2  # 2: position counts global elements
+# Plan.identity() keys written only when set, so that older positions stay valid.
+IDENTITY_DEFAULTS = {"group_pattern": ""}
 from mt2_jax.data.cqt import CQTConfig
 
 # --- The stream of batches ----------------------------------------------------
@@ -76,6 +79,8 @@ class Plan:
   process_index: int = 0
   process_count: int = 1
   debug: bool = False
+  group_pattern: str = ""          # data.group_pattern; '' visits records, not groups
+  groups: np.ndarray | None = None  # [n] group of each record, with group_pattern
 
   @property
   def num_elements(self) -> int:
@@ -88,7 +93,8 @@ class Plan:
     return {"seed": self.seed, "shuffle": self.shuffle, "split": self.split,
             "records": len(self.records), "records_digest": digest,
             # The dtype only rounds the same views: free to change on resume.
-            "spec": {k: v for k, v in dataclasses.asdict(self.spec).items() if k != "dtype"}}
+            "spec": {k: v for k, v in dataclasses.asdict(self.spec).items() if k != "dtype"},
+            **({"group_pattern": self.group_pattern} if self.group_pattern else {})}
 
 
 class BatchMaker:
@@ -121,7 +127,7 @@ class BatchMaker:
       if len(self._orders) > 2:  # Batches straddle at most two epochs.
         self._orders.pop(min(self._orders))
       self._orders[epoch] = epoch_order(self.plan.seed, epoch, len(self.plan.records),
-                                        self.plan.shuffle)
+                                        self.plan.shuffle, self.plan.groups)
     return self._orders[epoch]
 
   def element(self, position: int) -> tuple[int, int]:
@@ -233,8 +239,9 @@ class ViewsIterator:
   def set_state(self, state: bytes | str | Mapping[str, Any]) -> None:
     if isinstance(state, (bytes, str)):
       state = json.loads(state)
-    saved = {k: state.get(k) for k in self.plan.identity()}
-    ours = json.loads(json.dumps(self.plan.identity()))  # tuples -> lists, as saved
+    # tuples -> lists, as saved; keys identity() leaves out at their default.
+    ours = {**IDENTITY_DEFAULTS, **json.loads(json.dumps(self.plan.identity()))}
+    saved = {k: state.get(k, IDENTITY_DEFAULTS.get(k)) for k in ours}
     diffs = [f"{k}: saved {saved[k]!r}, now {ours[k]!r}" for k in ours if saved[k] != ours[k]]
     if diffs:
       raise ValueError(
@@ -325,11 +332,14 @@ def make_plan(config: ml_collections.ConfigDict, *, split: str | None = None,
                     "records (with other crops), which NT-Xent counts as negatives.",
                     len(records), config.batch_size)
   num_epochs = _data_get(config, "num_epochs", None)
+  group_pattern = _data_get(config, "group_pattern", "")
+  groups = (record_groups(data_dir, split, source, records, group_pattern)
+            if group_pattern else None)
   return Plan(data_dir=os.fspath(data_dir), split=split, records=records,
               seed=int(config.seed), shuffle=bool(_data_get(config, "shuffle", True)),
               num_epochs=None if num_epochs is None else int(num_epochs), spec=spec,
               local_batch_size=local_batch_size, process_index=options.shard_index,
-              process_count=count, debug=debug)
+              process_count=count, debug=debug, group_pattern=group_pattern, groups=groups)
 
 
 def make_iterator(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = None,
@@ -344,7 +354,7 @@ def make_iterator(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | N
   host-local batches. Reads config.seed, data_dir, batch_size, cqt and
   data.{segment_frames, crop_bins, max_offset, num_workers,
   prefetch_buffer_size} and, optionally, data.{split='train', shuffle=True, colour_db=0,
-  num_epochs=None, dtype='float32'}.
+  num_epochs=None, dtype='float32', group_pattern=''}.
   """
   plan = make_plan(config, split=split, debug=debug, shard=shard)
   if mesh is not None:

@@ -1,4 +1,4 @@
-"""Which records of a prepared split are usable: their lengths, read once and cached.
+"""Which records of a prepared split are usable (their lengths), and their groups.
 
 Records shorter than 2 * segment_frames cannot give two non-overlapping
 segments. `num_frames` comes from prepare's `_parts/` lists when present, else
@@ -7,6 +7,7 @@ from one pass over the raw records, cached in `DATA/_cache/`.
 
 import hashlib
 import json
+import re
 
 from absl import logging
 from etils import epath
@@ -21,11 +22,13 @@ def _shard_files(data_dir, split: str) -> list[epath.Path]:
   return sorted(storage.path(data_dir).glob(f"{dataset.DATASET_NAME}-{split}.array_record-*"))
 
 
-def _raw_num_frames(raw: bytes) -> int:
-  """`num_frames` of a serialized record, without decoding its spectrum."""
+def _raw_feature(raw: bytes, name: str):
+  """Feature `name` of a serialized record (an int or bytes), without decoding its spectrum."""
   from tensorflow_datasets.proto import tf_example_pb2
-  feature = tf_example_pb2.Example.FromString(raw).features.feature["num_frames"]
-  return int(feature.int64_list.value[0])
+  feature = tf_example_pb2.Example.FromString(raw).features.feature[name]
+  if feature.HasField("int64_list"):
+    return int(feature.int64_list.value[0])
+  return feature.bytes_list.value[0].decode()
 
 
 def _lengths_from_parts(data_dir, split: str, n: int) -> np.ndarray | None:
@@ -42,46 +45,78 @@ def _lengths_from_parts(data_dir, split: str, n: int) -> np.ndarray | None:
   return np.asarray(lengths, np.int64) if len(lengths) == n else None
 
 
-def record_lengths(data_dir, split: str, source=None, chunk: int = 256) -> np.ndarray:
-  """[num_records] int64 `num_frames` of every record of a split, cached.
+def _cached_feature(data_dir, split: str, source, name: str, chunk: int = 256) -> np.ndarray:
+  """[num_records] feature `name` of every record of a split, read once and cached.
 
-  Free when each `_parts/SPLIT-IIIII.json` lists its records' `num_frames`.
-  Otherwise it costs one pass over the split's bytes (each record is read and
-  its proto parsed, the spectrum is not decoded: about the I/O of one epoch),
-  cached in DATA/_cache/num_frames-SPLIT.npz, keyed by the shards' names and
-  sizes, so later runs and every host after the first read a small file; an
-  unwritable DATA only loses the cache.
+  One pass over the split's bytes (each record is read and its proto parsed,
+  the spectrum is not decoded: about the I/O of one epoch), cached in
+  DATA/_cache/NAME-SPLIT.npz, keyed by the shards' names and sizes, so later
+  runs and every host after the first read a small file; an unwritable DATA
+  only loses the cache.
+  """
+  files = _shard_files(data_dir, split)
+  key = hashlib.sha256(json.dumps(
+      [(p.name, p.stat().length) for p in files] + [len(source)]).encode()).hexdigest()[:16]
+  cache = storage.path(data_dir) / _CACHE_DIR / f"{name}-{split}.npz"
+  try:
+    z = storage.load_npz(cache)
+    if str(z["key"]) == key and len(z[name]) == len(source):
+      return z[name]
+  except (OSError, KeyError, ValueError):
+    pass
+  n = len(source)
+  values = []
+  raw_source = getattr(source, "data_source", None)
+  for lo in range(0, n, chunk):
+    keys = list(range(lo, min(n, lo + chunk)))
+    try:
+      values += [_raw_feature(r, name) for r in raw_source.__getitems__(keys)]
+    except Exception:  # pylint: disable=broad-except
+      # Another TFDS layout: decode the records (slower, same answer).
+      values += [source[k][name] for k in keys]
+  values = np.asarray([v.decode() if isinstance(v, bytes) else v for v in values])
+  try:
+    storage.save_npz(cache, key=np.array(key), **{name: values})
+  except OSError as e:
+    logging.info("Could not cache record %s in %s (%s); they are re-read next time.",
+                 name, cache, e)
+  return values
+
+
+def record_lengths(data_dir, split: str, source=None) -> np.ndarray:
+  """[num_records] int64 `num_frames` of every record of a split.
+
+  Free when each `_parts/SPLIT-IIIII.json` lists its records' `num_frames`;
+  otherwise read once and cached (`_cached_feature`).
   """
   source = dataset.open_split(data_dir, split) if source is None else source
   from_parts = _lengths_from_parts(data_dir, split, len(source))
   if from_parts is not None:
     return from_parts
-  files = _shard_files(data_dir, split)
-  key = hashlib.sha256(json.dumps(
-      [(p.name, p.stat().length) for p in files] + [len(source)]).encode()).hexdigest()[:16]
-  cache = storage.path(data_dir) / _CACHE_DIR / f"num_frames-{split}.npz"
-  try:
-    z = storage.load_npz(cache)
-    if str(z["key"]) == key and len(z["num_frames"]) == len(source):
-      return z["num_frames"].astype(np.int64)
-  except (OSError, KeyError, ValueError):
-    pass
-  n = len(source)
-  lengths = np.empty(n, np.int64)
-  raw_source = getattr(source, "data_source", None)
-  for lo in range(0, n, chunk):
-    keys = list(range(lo, min(n, lo + chunk)))
-    try:
-      lengths[lo:lo + len(keys)] = [_raw_num_frames(r) for r in raw_source.__getitems__(keys)]
-    except Exception:  # pylint: disable=broad-except
-      # Another TFDS layout: decode the records (slower, same answer).
-      lengths[lo:lo + len(keys)] = [int(source[k]["num_frames"]) for k in keys]
-  try:
-    storage.save_npz(cache, key=np.array(key), num_frames=lengths)
-  except OSError as e:
-    logging.info("Could not cache record lengths in %s (%s); they are re-read next time.",
-                 cache, e)
-  return lengths
+  return _cached_feature(data_dir, split, source, "num_frames").astype(np.int64)
+
+
+def record_groups(data_dir, split: str, source, records: np.ndarray, pattern: str) -> np.ndarray:
+  """[len(records)] int group of each record: its track id's match of `pattern`.
+
+  The group is the pattern's first capture group if it has one, else the whole
+  match (`re.search`); e.g. '^[^_]+' on the demo corpus's
+  'bwv101.7_v0_clarinet_-4st_91bpm' is the piece, bwv101.7. Track ids are read
+  once and cached (`_cached_feature`). Raises ValueError naming a track id the
+  pattern does not match.
+  """
+  track_ids = _cached_feature(data_dir, split, source, "track_id")
+  regex = re.compile(pattern)
+  keys = []
+  for r in records:
+    m = regex.search(str(track_ids[r]))
+    if m is None:
+      raise ValueError(f"data.group_pattern {pattern!r} does not match the track id "
+                       f"{str(track_ids[r])!r} (record {int(r)} of split {split!r}); every "
+                       f"track needs a group, or set data.group_pattern='' (off).")
+    keys.append(m.group(1) if regex.groups else m.group(0))
+  _, groups = np.unique(np.asarray(keys), return_inverse=True)
+  return groups.astype(np.int64)
 
 
 def usable_records(lengths: np.ndarray, segment_frames: int, track_ids=None,

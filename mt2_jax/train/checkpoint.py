@@ -75,9 +75,15 @@ def load_config(workdir) -> ml_collections.ConfigDict:
   return config
 
 
+# Keys added after runs were saved, with the value that does what their absence
+# did: an old run missing one is not changed by its default.
+ADDED_KEYS = {"data.group_pattern": ""}
+
+
 def config_changes(old, new, ignore=()) -> list[str]:
   """['optim.lr: 0.001 -> 0.002', ...]: the keys whose values differ between two
-  configs (read as JSON, so tuples and lists compare equal), except `ignore`."""
+  configs (read as JSON, so tuples and lists compare equal), except `ignore`
+  and ADDED_KEYS at their neutral value."""
   def flat(config, prefix=""):
     for key, value in config.items():
       if isinstance(value, dict):
@@ -85,6 +91,9 @@ def config_changes(old, new, ignore=()) -> list[str]:
       else:
         yield f"{prefix}{key}", value
   a, b = (dict(flat(json.loads(c.to_json()))) for c in (old, new))
+  for config in (a, b):
+    for key, neutral in ADDED_KEYS.items():
+      config.setdefault(key, neutral)
   return [f"{k}: {a.get(k, '(unset)')!r} -> {b.get(k, '(unset)')!r}"
           for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k) and k not in ignore]
 
