@@ -239,6 +239,8 @@ EXPERIMENTS = {
     # equivariant token's class block reads the frames through a stop-gradient:
     # the shared blocks learn from NT-Xent alone, CPSD trains only its class
     # block and head (its 3x rate stays on them).
+    # NT-Xent then matches the contrastive-only model's, but the zero-shot
+    # readout falls and the instrument reading hardly moves: not adopted.
     "mt2_s12_eqdet": ("mt2", {**S12, "model.detached_tokens": ("equivariant",)}),
 }
 # The curves of docs/experiments_cpsd.png (OUT/cpsd_curves.png); all rows when none ran.
