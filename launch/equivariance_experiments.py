@@ -225,6 +225,7 @@ EXPERIMENTS = {
     "mt2_s12_pieces": ("mt2", {**S12, "data.group_pattern": "^[^_]+"}),
     # Refuted on gm validation (seed 0): both contrastive tokens read fewer
     # instruments (docs/experiments.md).
+
     # The demo's blocks have an MLP narrower than their width (the `test`
     # variant's 64 at width 96), so the frame tokens' only non-linear step is
     # a bottleneck. ViT's ratio (4x the width) gives it room to pull the
@@ -233,15 +234,16 @@ EXPERIMENTS = {
     "con_s12_mlp384": ("contrastive_only", {**S12, "model.mlp_dim": 384}),
     "mt2_s12_mlp384": ("mt2", {**S12, "model.mlp_dim": 384}),
     # Refuted on gm validation (seed 0): fewer instruments again.
+
     # MT2's contrastive token reads fewer gm instruments than the
     # contrastive-only model's with all three seeds (0.60 / 0.52 / 0.66 vs
     # 0.70 / 0.62 / 0.72). Is it CPSD's gradient in the shared blocks? The
     # equivariant token's class block reads the frames through a stop-gradient:
     # the shared blocks learn from NT-Xent alone, CPSD trains only its class
     # block and head (its 3x rate stays on them).
+    "mt2_s12_eqdet": ("mt2", {**S12, "model.detached_tokens": ("equivariant",)}),
     # NT-Xent then matches the contrastive-only model's, but the zero-shot
     # readout falls and the instrument reading hardly moves: not adopted.
-    "mt2_s12_eqdet": ("mt2", {**S12, "model.detached_tokens": ("equivariant",)}),
 }
 # The curves of docs/experiments_cpsd.png (OUT/cpsd_curves.png); all rows when none ran.
 PLOTTED = ("eq_paper", "eq_hybrid", "eq_hybrid_hinge", "mt2_hybrid", "mt2_hybrid_shiftpos",
