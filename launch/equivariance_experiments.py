@@ -244,6 +244,13 @@ EXPERIMENTS = {
     "mt2_s12_eqdet": ("mt2", {**S12, "model.detached_tokens": ("equivariant",)}),
     # NT-Xent then matches the contrastive-only model's, but the zero-shot
     # readout falls and the instrument reading hardly moves: not adopted.
+
+    # Half the batch with twice the segment (session 15) read fewer
+    # instruments. The batch side alone, the other way: 32 tracks a step,
+    # 31 negatives each (SimCLR gains most from a larger batch when training
+    # is short). Twice the views a step, so also twice the training.
+    "con_s12_b32": ("contrastive_only", {**S12, "batch_size": 32}),
+    "mt2_s12_b32": ("mt2", {**S12, "batch_size": 32}),
 }
 # The curves of docs/experiments_cpsd.png (OUT/cpsd_curves.png); all rows when none ran.
 PLOTTED = ("eq_paper", "eq_hybrid", "eq_hybrid_hinge", "mt2_hybrid", "mt2_hybrid_shiftpos",
