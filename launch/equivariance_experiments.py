@@ -251,8 +251,8 @@ EXPERIMENTS = {
     # is short). Twice the views a step, so also twice the training.
     "con_s12_b32": ("contrastive_only", {**S12, "batch_size": 32}),
     "mt2_s12_b32": ("mt2", {**S12, "batch_size": 32}),
-    # Refuted for timbre (seed 0: fewer chorale instruments); CPSD and the
-    # zero-shot readout gain, as with more steps (docs/experiments.md).
+    # Refuted for timbre (seed 0: fewer chorale instruments); CPSD ends lower
+    # with seeds 0 and 1, the rest moves with the seed (docs/experiments.md).
 }
 # The curves of docs/experiments_cpsd.png (OUT/cpsd_curves.png); all rows when none ran.
 PLOTTED = ("eq_paper", "eq_hybrid", "eq_hybrid_hinge", "mt2_hybrid", "mt2_hybrid_shiftpos",
