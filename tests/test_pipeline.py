@@ -451,6 +451,11 @@ def test_record_lengths_from_parts(data_dir, tmp_path):
     p.write_text(json.dumps(part))
   np.testing.assert_array_equal(pipeline.record_lengths(copy, "train"), np.add(truth, 1000))
   assert not (copy / "_cache").exists()
+  # Without the lists, one pass over the raw records, cached for the next run.
+  shutil.rmtree(copy / "_parts")
+  np.testing.assert_array_equal(pipeline.record_lengths(copy, "train"), truth)
+  assert (copy / "_cache" / "num_frames-train.npz").exists()
+  np.testing.assert_array_equal(pipeline.record_lengths(copy, "train"), truth)
 
 
 def _fold_profile(x, sharpness=10.0):

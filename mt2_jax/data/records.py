@@ -22,13 +22,13 @@ def _shard_files(data_dir, split: str) -> list[epath.Path]:
   return sorted(storage.path(data_dir).glob(f"{dataset.DATASET_NAME}-{split}.array_record-*"))
 
 
-def _raw_feature(raw: bytes, name: str):
-  """Feature `name` of a serialized record (an int or bytes), without decoding its spectrum."""
+def _raw_feature(raw: bytes, name: str) -> int | bytes:
+  """Feature `name` of a serialized record, without decoding its spectrum."""
   from tensorflow_datasets.proto import tf_example_pb2
   feature = tf_example_pb2.Example.FromString(raw).features.feature[name]
   if feature.HasField("int64_list"):
     return int(feature.int64_list.value[0])
-  return feature.bytes_list.value[0].decode()
+  return feature.bytes_list.value[0]
 
 
 def _lengths_from_parts(data_dir, split: str, n: int) -> np.ndarray | None:
