@@ -45,7 +45,7 @@ PAPER = {"model.width": 48, "model.patch_embed": "dense", "model.layerscale": 0.
          "losses.ntxent.projector": "none", "model.class_blocks": 0, "optim.lr": 1e-3,
          "model.detached_tokens": (), "optim.lr_scale": "", "losses.cpsd.lr_scale": 1.0,
          "losses.ntxent.include_shift_view": False, "losses.ntxent.temperature": 0.1,
-         "data.group_pattern": ""}
+         "data.group_pattern": "", "losses.ntxent.pairs": "all"}
 PITCH = {**PAPER, "model.patch_embed": "pitch", "model.layerscale": 0.01}
 HYBRID = {**PAPER, "model.patch_embed": "hybrid", "model.layerscale": 0.01}
 HINGE = {**HYBRID, "losses.cpsd.spread_weight": 1.0}
@@ -253,6 +253,13 @@ EXPERIMENTS = {
     "mt2_s12_b32": ("mt2", {**S12, "batch_size": 32}),
     # Refuted for timbre (seed 0: fewer chorale instruments); CPSD ends lower
     # with seeds 0 and 1, the rest moves with the seed (docs/experiments.md).
+
+    # Session 17: of NT-Xent's three positive pairs, A-B share the crop's
+    # transposition (the same bins were cut from both) and A-A' the very same
+    # frames (the rhythm, the notes' onsets), two ways to match a track's views
+    # that say nothing of its instrument. B-A' share neither: the track alone.
+    "con_s12_disjoint": ("contrastive_only", {**S12, "losses.ntxent.pairs": "disjoint"}),
+    "mt2_s12_disjoint": ("mt2", {**S12, "losses.ntxent.pairs": "disjoint"}),
 }
 # The curves of docs/experiments_cpsd.png (OUT/cpsd_curves.png); all rows when none ran.
 PLOTTED = ("eq_paper", "eq_hybrid", "eq_hybrid_hinge", "mt2_hybrid", "mt2_hybrid_shiftpos",

@@ -177,6 +177,7 @@ _DELETE = object()
     ("model.attention", "cudnn", "model.attention"),  # Tests run on CPU.
     ("losses.ntxent.temperature", 0.0, "losses.ntxent.temperature"),
     ("losses.ntxent.projector", "transformer", "losses.ntxent.projector"),
+    ("losses.ntxent.pairs", "ab", "losses.ntxent.pairs"),
     ("losses.cpsd.omega", 0.0, "losses.cpsd.omega"),
     ("data.max_offset", 6, "data.max_offset"),
     ("data.colour_db", -3.0, "data.colour_db"),

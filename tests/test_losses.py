@@ -200,6 +200,32 @@ def test_objective_metrics_and_weighted_total():
   assert float(metrics["ntxent"]) == pytest.approx(float(expected), rel=1e-4)
 
 
+def test_disjoint_pairs_train_on_b_and_a_prime_only():
+  """losses.ntxent.pairs='disjoint' is NT-Xent on B and A': A then has no part in
+  a contrastive-only model's loss, which 'all' (A, B and A') does read."""
+  config = config_defaults.apply_arg(config_defaults.base_config(), "runlocal,frames=16")
+  config.model.class_tokens = ("contrastive",)
+  del config.losses["cpsd"]
+  model = objective.build_model(config)
+  batch = _batch(np.random.default_rng(11), 4, 16)
+  other_a = dict(batch, x_a=np.random.default_rng(12).random(batch["x_a"].shape, dtype=np.float32))
+  params = jax.jit(model.init)(jax.random.key(0), batch["x_a"][:1])["params"]
+  loss = {}
+  for pairs in ("all", "disjoint"):
+    config.losses.ntxent.pairs = pairs
+    loss_fn = jax.jit(objective.make_loss_fn(config, model))
+    loss[pairs] = [float(loss_fn(params, b, None)[0]) for b in (batch, other_a)]
+  assert loss["disjoint"][0] == loss["disjoint"][1]
+  assert abs(loss["all"][0] - loss["all"][1]) > 1e-3
+  z = jax.jit(model.apply)({"params": params}, np.concatenate([batch[k] for k in objective.VIEWS]))
+  z = z["head_ntxent"]
+  assert loss["disjoint"][0] == pytest.approx(float(losses.nt_xent(z[4:8], z[8:], 0.1)[0]), rel=1e-4)
+  config.losses.ntxent.include_shift_view = False  # No A' to pair B with.
+  from mt2_jax import config_validation
+  with pytest.raises(ValueError, match=r"losses\.ntxent\.pairs.*include_shift_view"):
+    config_validation.validate(config)
+
+
 def test_circle_spread_hinge_acts_at_collapse_only():
   """Large with a gradient at a constant head, 0 for profiles spread around the circle."""
   from mt2_jax import losses

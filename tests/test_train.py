@@ -224,6 +224,8 @@ def test_config_changes_skip_an_added_key_at_its_neutral_value():
   assert checkpoint.config_changes(old, new) == []
   new.data.group_pattern = "^[^_]+"
   assert checkpoint.config_changes(old, new) == ["data.group_pattern: '' -> '^[^_]+'"]
+  del old.losses.ntxent["pairs"]
+  assert checkpoint.config_changes(old, new) == ["data.group_pattern: '' -> '^[^_]+'"]
 
 
 def test_checkpoint_from_8_devices_restores_on_4(data_dir, tmp_path):
