@@ -260,6 +260,12 @@ EXPERIMENTS = {
     # that say nothing of its instrument. B-A' share neither: the track alone.
     "con_s12_disjoint": ("contrastive_only", {**S12, "losses.ntxent.pairs": "disjoint"}),
     "mt2_s12_disjoint": ("mt2", {**S12, "losses.ntxent.pairs": "disjoint"}),
+    # Refuted on gm validation (seed 0): fewer instruments, more key in the
+    # token. A-A' (the same frames, transposed) teaches the invariance to
+    # transposition; A-B, the one pair whose key agrees, rewards the key.
+    # Without A-B the key is never worth encoding:
+    "con_s12_shiftpairs": ("contrastive_only", {**S12, "losses.ntxent.pairs": "shift"}),
+    "mt2_s12_shiftpairs": ("mt2", {**S12, "losses.ntxent.pairs": "shift"}),
 }
 # The curves of docs/experiments_cpsd.png (OUT/cpsd_curves.png); all rows when none ran.
 PLOTTED = ("eq_paper", "eq_hybrid", "eq_hybrid_hinge", "mt2_hybrid", "mt2_hybrid_shiftpos",

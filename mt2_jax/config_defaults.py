@@ -141,10 +141,10 @@ def base_config() -> ml_collections.ConfigDict:
           # CPSD's parts at 3x (cpsd.lr_scale) CPSD holds beside it; with one rate
           # it collapsed (docs/experiments.md, sessions 10 and 12).
           include_shift_view=True,
-          # Which pairs of those views are positives: 'all', or 'disjoint' (B and A'
-          # only, the pair that shares neither frames nor transposition: A and B
-          # share the crop's transposition, A and A' their frames; needs
-          # include_shift_view; docs/design.md §1.4).
+          # Which pairs of those views are positives: 'all'; 'shift' (A-A' and B-A':
+          # not A-B, which share the crop's transposition); 'disjoint' (B-A' only,
+          # sharing neither transposition nor frames). Both need include_shift_view
+          # (docs/design.md §1.4).
           pairs="all",
           # With it: A' reaches NT-Xent through the token's own class blocks only
           # (its frames through a stop-gradient), so that the invariance to

@@ -12,6 +12,7 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def _circle(y, omega):
@@ -135,7 +136,8 @@ def cpsd(y_a, y_b, y_a_shift, shift, omega: float = 7 / 12):
   return loss, aux
 
 
-def nt_xent(z_a, z_b, temperature: float = 0.1, extra_views: Sequence[jax.Array] = ()):
+def nt_xent(z_a, z_b, temperature: float = 0.1, extra_views: Sequence[jax.Array] = (),
+            pairs: Sequence[tuple[int, int]] | None = None):
   """NT-Xent (SimCLR) over all views of the batch.
 
   With two views: the 2B embeddings are L2-normalised; anchor i's positive is
@@ -150,6 +152,10 @@ def nt_xent(z_a, z_b, temperature: float = 0.1, extra_views: Sequence[jax.Array]
     z_a, z_b: [B, p] embeddings of two views of the same B tracks.
     temperature: softmax temperature.
     extra_views: further [B, p] views of the same tracks.
+    pairs: the positive pairs, as (i, j) indices into [z_a, z_b, *extra_views];
+      None: every pair. Views of a track that are not paired are left out of
+      each other's softmax (neither positive nor negative); every view is
+      still a negative of the other tracks' views.
 
   Returns:
     (loss, aux), float32. aux:
@@ -164,15 +170,23 @@ def nt_xent(z_a, z_b, temperature: float = 0.1, extra_views: Sequence[jax.Array]
   cos = z @ z.T  # [N, N]
   n = num_views * batch
   self_mask = jnp.eye(n, dtype=bool)
-  track = jnp.arange(n) // num_views
-  positive = (track[:, None] == track[None, :]) & ~self_mask
+  track, view = jnp.arange(n) // num_views, jnp.arange(n) % num_views
+  paired = np.ones((num_views, num_views), bool)
+  if pairs is not None:
+    paired[:] = False
+    for i, j in pairs:
+      paired[i, j] = paired[j, i] = True
+  same_track = track[:, None] == track[None, :]
+  positive = same_track & jnp.asarray(paired)[view[:, None], view[None, :]] & ~self_mask
   # A finite "minus infinity" keeps gradients free of inf * 0.
-  logits = jnp.where(self_mask, -1e9, cos / temperature)
+  logits = jnp.where(same_track & ~positive, -1e9, cos / temperature)
   log_prob = jax.nn.log_softmax(logits, axis=-1)
-  per_anchor = -jnp.sum(jnp.where(positive, log_prob, 0.0), axis=-1) / (num_views - 1)
+  anchor = jnp.any(positive, axis=-1)  # Views with no positive are negatives only.
+  per_anchor = -jnp.sum(jnp.where(positive, log_prob, 0.0), axis=-1) / jnp.maximum(
+      jnp.sum(positive, axis=-1), 1)
   nearest = jnp.argmax(logits, axis=-1)
   aux = {
-      "ntxent_acc": jnp.mean(track[nearest] == track),
+      "ntxent_acc": jnp.sum(anchor * (track[nearest] == track)) / jnp.sum(anchor),
       "ntxent_pos_cos": jnp.sum(jnp.where(positive, cos, 0.0)) / jnp.sum(positive),
   }
-  return jnp.mean(per_anchor), aux
+  return jnp.sum(per_anchor) / jnp.sum(anchor), aux

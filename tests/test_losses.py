@@ -105,20 +105,25 @@ def test_cpsd_in_bfloat16_is_computed_in_float32():
   assert loss.dtype == jnp.float32 and all(v.dtype == jnp.float32 for v in aux.values())
 
 
-def _nt_xent_numpy(views, temperature):
-  """Plain loops: SimCLR (V=2) / SupCon L_out (V>2), and top-1 accuracy."""
+def _nt_xent_numpy(views, temperature, pairs=None):
+  """Plain loops: SimCLR (V=2) / SupCon L_out (V>2), and top-1 accuracy; with
+  `pairs`, a track's unpaired views are out of each other's softmax and a view
+  with no pair is no anchor."""
   z = np.concatenate(views).astype(np.float64)
   z /= np.linalg.norm(z, axis=1, keepdims=True)
   n, b = len(z), len(views[0])
-  total, correct = 0.0, 0
+  paired = lambda u, v: pairs is None or (u, v) in pairs or (v, u) in pairs
+  total, correct, anchors = 0.0, 0, 0
   for i in range(n):
-    others = [j for j in range(n) if j != i]
+    others = [j for j in range(n) if j != i and (j % b != i % b or paired(i // b, j // b))]
     sims = {j: float(z[i] @ z[j]) / temperature for j in others}
     log_denominator = math.log(sum(math.exp(s) for s in sims.values()))
     positives = [j for j in others if j % b == i % b]
-    total += sum(log_denominator - sims[j] for j in positives) / len(positives)
-    correct += max(others, key=lambda j: sims[j]) % b == i % b
-  return total / n, correct / n
+    if positives:
+      total += sum(log_denominator - sims[j] for j in positives) / len(positives)
+      correct += max(others, key=lambda j: sims[j]) % b == i % b
+      anchors += 1
+  return total / anchors, correct / anchors
 
 
 @pytest.mark.parametrize("temperature", [0.1, 0.5])
@@ -140,6 +145,18 @@ def test_nt_xent_with_a_third_view_matches_a_direct_computation():
   expected_loss, expected_acc = _nt_xent_numpy(views, 0.2)
   assert float(loss) == pytest.approx(expected_loss, rel=1e-5)
   assert float(aux["ntxent_acc"]) == pytest.approx(expected_acc)
+
+
+@pytest.mark.parametrize("pairs", [((0, 2), (1, 2)), ((1, 2),)])
+def test_nt_xent_with_chosen_pairs_matches_a_direct_computation(pairs):
+  rng = np.random.default_rng(8)
+  views = [rng.normal(size=(5, 4)).astype(np.float32) for _ in range(3)]
+  loss, aux = losses.nt_xent(views[0], views[1], temperature=0.2, extra_views=(views[2],),
+                             pairs=pairs)
+  expected_loss, expected_acc = _nt_xent_numpy(views, 0.2, pairs)
+  assert float(loss) == pytest.approx(expected_loss, rel=1e-5)
+  assert float(aux["ntxent_acc"]) == pytest.approx(expected_acc)
+  assert expected_loss != pytest.approx(_nt_xent_numpy(views, 0.2)[0], rel=1e-3)
 
 
 def test_nt_xent_identical_views_small_temperature():
@@ -200,9 +217,10 @@ def test_objective_metrics_and_weighted_total():
   assert float(metrics["ntxent"]) == pytest.approx(float(expected), rel=1e-4)
 
 
-def test_disjoint_pairs_train_on_b_and_a_prime_only():
+def test_ntxent_pairs_choose_the_positive_views():
   """losses.ntxent.pairs='disjoint' is NT-Xent on B and A': A then has no part in
-  a contrastive-only model's loss, which 'all' (A, B and A') does read."""
+  a contrastive-only model's loss, which 'all' (A, B and A') does read; 'shift'
+  reads all three views and pairs A' with A and with B."""
   config = config_defaults.apply_arg(config_defaults.base_config(), "runlocal,frames=16")
   config.model.class_tokens = ("contrastive",)
   del config.losses["cpsd"]
@@ -211,7 +229,7 @@ def test_disjoint_pairs_train_on_b_and_a_prime_only():
   other_a = dict(batch, x_a=np.random.default_rng(12).random(batch["x_a"].shape, dtype=np.float32))
   params = jax.jit(model.init)(jax.random.key(0), batch["x_a"][:1])["params"]
   loss = {}
-  for pairs in ("all", "disjoint"):
+  for pairs in ("all", "shift", "disjoint"):
     config.losses.ntxent.pairs = pairs
     loss_fn = jax.jit(objective.make_loss_fn(config, model))
     loss[pairs] = [float(loss_fn(params, b, None)[0]) for b in (batch, other_a)]
@@ -220,6 +238,9 @@ def test_disjoint_pairs_train_on_b_and_a_prime_only():
   z = jax.jit(model.apply)({"params": params}, np.concatenate([batch[k] for k in objective.VIEWS]))
   z = z["head_ntxent"]
   assert loss["disjoint"][0] == pytest.approx(float(losses.nt_xent(z[4:8], z[8:], 0.1)[0]), rel=1e-4)
+  shift = losses.nt_xent(z[:4], z[4:8], 0.1, extra_views=(z[8:],), pairs=((0, 2), (1, 2)))[0]
+  assert loss["shift"][0] == pytest.approx(float(shift), rel=1e-4)
+  assert abs(loss["shift"][0] - loss["all"][0]) > 1e-3
   config.losses.ntxent.include_shift_view = False  # No A' to pair B with.
   from mt2_jax import config_validation
   with pytest.raises(ValueError, match=r"losses\.ntxent\.pairs.*include_shift_view"):

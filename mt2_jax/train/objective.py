@@ -34,11 +34,14 @@ def _cpsd_term(cfg, head_a, head_b, head_shift, batch):
 def _ntxent_term(cfg, head_a, head_b, head_shift, batch):
   del batch
   temperature = cfg.get("temperature", 0.1)
-  if cfg.get("pairs", "all") == "disjoint":
+  pairs = cfg.get("pairs", "all")
+  if pairs == "disjoint":
     # B and A' only: the pair of views that shares neither frames nor transposition.
     return losses.nt_xent(head_b, head_shift, temperature=temperature)
   extra = (head_shift,) if cfg.get("include_shift_view", False) else ()
-  return losses.nt_xent(head_a, head_b, temperature=temperature, extra_views=extra)
+  # 'shift': A-A' and B-A', never A-B, the pair that shares its transposition.
+  return losses.nt_xent(head_a, head_b, temperature=temperature, extra_views=extra,
+                        pairs=((0, 2), (1, 2)) if pairs == "shift" else None)
 
 
 # kind -> fn(loss config, head of A, of B, of A', batch) -> (loss, aux).
