@@ -266,6 +266,12 @@ EXPERIMENTS = {
     # Without A-B the key is never worth encoding:
     "con_s12_shiftpairs": ("contrastive_only", {**S12, "losses.ntxent.pairs": "shift"}),
     "mt2_s12_shiftpairs": ("mt2", {**S12, "losses.ntxent.pairs": "shift"}),
+    # Refuted (gm, seed 0): fewer instruments and more key again. The pair of
+    # two times, A-B, is what teaches the track; A-A' shares the very frames
+    # (their onsets, their rhythm), a match that needs nothing of the track.
+    # Positives across time only:
+    "con_s12_timepairs": ("contrastive_only", {**S12, "losses.ntxent.pairs": "time"}),
+    "mt2_s12_timepairs": ("mt2", {**S12, "losses.ntxent.pairs": "time"}),
 }
 # The curves of docs/experiments_cpsd.png (OUT/cpsd_curves.png); all rows when none ran.
 PLOTTED = ("eq_paper", "eq_hybrid", "eq_hybrid_hinge", "mt2_hybrid", "mt2_hybrid_shiftpos",

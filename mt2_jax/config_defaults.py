@@ -142,9 +142,9 @@ def base_config() -> ml_collections.ConfigDict:
           # it collapsed (docs/experiments.md, sessions 10 and 12).
           include_shift_view=True,
           # Which pairs of those views are positives: 'all'; 'shift' (A-A' and B-A':
-          # not A-B, which share the crop's transposition); 'disjoint' (B-A' only,
-          # sharing neither transposition nor frames). Both need include_shift_view
-          # (docs/design.md §1.4).
+          # not A-B, which share the crop's transposition); 'time' (A-B and B-A':
+          # not A-A', which share their frames); 'disjoint' (B-A' only, sharing
+          # neither). All but 'all' need include_shift_view (docs/design.md §1.4).
           pairs="all",
           # With it: A' reaches NT-Xent through the token's own class blocks only
           # (its frames through a stop-gradient), so that the invariance to

@@ -209,8 +209,8 @@ def check_losses(config) -> None:
       if config.batch_size < 2:
         _fail("batch_size", f"ntxent needs negatives: batch_size >= 2, got {config.batch_size}")
       pairs = loss.get("pairs", "all")
-      if pairs not in ("all", "shift", "disjoint"):
-        _fail(f"{key}.pairs", f"unknown {pairs!r}; known: ('all', 'shift', 'disjoint')")
+      if pairs not in ("all", "shift", "time", "disjoint"):
+        _fail(f"{key}.pairs", f"unknown {pairs!r}; known: ('all', 'shift', 'time', 'disjoint')")
       if pairs != "all" and not loss.get("include_shift_view", False):
         _fail(f"{key}.pairs", f"{pairs!r} pairs views with A': needs include_shift_view")
       if loss.get("detach_shift_view", False):

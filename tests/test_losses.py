@@ -220,7 +220,8 @@ def test_objective_metrics_and_weighted_total():
 def test_ntxent_pairs_choose_the_positive_views():
   """losses.ntxent.pairs='disjoint' is NT-Xent on B and A': A then has no part in
   a contrastive-only model's loss, which 'all' (A, B and A') does read; 'shift'
-  reads all three views and pairs A' with A and with B."""
+  and 'time' read all three views and pair A' with A and with B, or A with B
+  and B with A'."""
   config = config_defaults.apply_arg(config_defaults.base_config(), "runlocal,frames=16")
   config.model.class_tokens = ("contrastive",)
   del config.losses["cpsd"]
@@ -229,7 +230,7 @@ def test_ntxent_pairs_choose_the_positive_views():
   other_a = dict(batch, x_a=np.random.default_rng(12).random(batch["x_a"].shape, dtype=np.float32))
   params = jax.jit(model.init)(jax.random.key(0), batch["x_a"][:1])["params"]
   loss = {}
-  for pairs in ("all", "shift", "disjoint"):
+  for pairs in ("all", "shift", "time", "disjoint"):
     config.losses.ntxent.pairs = pairs
     loss_fn = jax.jit(objective.make_loss_fn(config, model))
     loss[pairs] = [float(loss_fn(params, b, None)[0]) for b in (batch, other_a)]
@@ -240,7 +241,9 @@ def test_ntxent_pairs_choose_the_positive_views():
   assert loss["disjoint"][0] == pytest.approx(float(losses.nt_xent(z[4:8], z[8:], 0.1)[0]), rel=1e-4)
   shift = losses.nt_xent(z[:4], z[4:8], 0.1, extra_views=(z[8:],), pairs=((0, 2), (1, 2)))[0]
   assert loss["shift"][0] == pytest.approx(float(shift), rel=1e-4)
-  assert abs(loss["shift"][0] - loss["all"][0]) > 1e-3
+  time = losses.nt_xent(z[:4], z[4:8], 0.1, extra_views=(z[8:],), pairs=((0, 1), (1, 2)))[0]
+  assert loss["time"][0] == pytest.approx(float(time), rel=1e-4)
+  assert len({round(v[0], 4) for v in loss.values()}) == 4
   config.losses.ntxent.include_shift_view = False  # No A' to pair B with.
   from mt2_jax import config_validation
   with pytest.raises(ValueError, match=r"losses\.ntxent\.pairs.*include_shift_view"):

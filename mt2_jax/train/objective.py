@@ -39,9 +39,10 @@ def _ntxent_term(cfg, head_a, head_b, head_shift, batch):
     # B and A' only: the pair of views that shares neither frames nor transposition.
     return losses.nt_xent(head_b, head_shift, temperature=temperature)
   extra = (head_shift,) if cfg.get("include_shift_view", False) else ()
-  # 'shift': A-A' and B-A', never A-B, the pair that shares its transposition.
-  return losses.nt_xent(head_a, head_b, temperature=temperature, extra_views=extra,
-                        pairs=((0, 2), (1, 2)) if pairs == "shift" else None)
+  # 'shift': A-A' and B-A', never A-B, the pair that shares its transposition;
+  # 'time': A-B and B-A', never A-A', the pair that shares its frames.
+  chosen = {"shift": ((0, 2), (1, 2)), "time": ((0, 1), (1, 2))}.get(pairs)
+  return losses.nt_xent(head_a, head_b, temperature=temperature, extra_views=extra, pairs=chosen)
 
 
 # kind -> fn(loss config, head of A, of B, of A', batch) -> (loss, aux).
