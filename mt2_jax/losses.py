@@ -170,23 +170,25 @@ def nt_xent(z_a, z_b, temperature: float = 0.1, extra_views: Sequence[jax.Array]
   cos = z @ z.T  # [N, N]
   n = num_views * batch
   self_mask = jnp.eye(n, dtype=bool)
-  track, view = jnp.arange(n) // num_views, jnp.arange(n) % num_views
-  paired = np.ones((num_views, num_views), bool)
-  if pairs is not None:
-    paired[:] = False
+  track = jnp.arange(n) // num_views
+  same_track = track[:, None] == track[None, :]
+  if pairs is None:  # Every pair (kept as written first: runs repeat bit for bit).
+    positive, num_positives, anchors = same_track & ~self_mask, num_views - 1, slice(None)
+  else:
+    view = np.arange(n) % num_views
+    paired = np.zeros((num_views, num_views), bool)
     for i, j in pairs:
       paired[i, j] = paired[j, i] = True
-  same_track = track[:, None] == track[None, :]
-  positive = same_track & jnp.asarray(paired)[view[:, None], view[None, :]] & ~self_mask
+    positive = same_track & paired[view[:, None], view[None, :]]
+    num_positives = np.maximum(paired.sum(axis=1), 1)[view]
+    anchors = np.flatnonzero(paired.any(axis=1)[view])  # Views with no pair are negatives only.
   # A finite "minus infinity" keeps gradients free of inf * 0.
   logits = jnp.where(same_track & ~positive, -1e9, cos / temperature)
   log_prob = jax.nn.log_softmax(logits, axis=-1)
-  anchor = jnp.any(positive, axis=-1)  # Views with no positive are negatives only.
-  per_anchor = -jnp.sum(jnp.where(positive, log_prob, 0.0), axis=-1) / jnp.maximum(
-      jnp.sum(positive, axis=-1), 1)
+  per_anchor = -jnp.sum(jnp.where(positive, log_prob, 0.0), axis=-1) / num_positives
   nearest = jnp.argmax(logits, axis=-1)
   aux = {
-      "ntxent_acc": jnp.sum(anchor * (track[nearest] == track)) / jnp.sum(anchor),
+      "ntxent_acc": jnp.mean((track[nearest] == track)[anchors]),
       "ntxent_pos_cos": jnp.sum(jnp.where(positive, cos, 0.0)) / jnp.sum(positive),
   }
-  return jnp.sum(per_anchor) / jnp.sum(anchor), aux
+  return jnp.mean(per_anchor[anchors]), aux
