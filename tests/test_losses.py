@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from mt2_jax import config_defaults
+from mt2_jax import config_validation
 from mt2_jax import losses
 from mt2_jax.train import objective
 
@@ -245,7 +246,6 @@ def test_ntxent_pairs_choose_the_positive_views():
   assert loss["time"][0] == pytest.approx(float(time), rel=1e-4)
   assert len({round(v[0], 4) for v in loss.values()}) == 4
   config.losses.ntxent.include_shift_view = False  # No A' to pair B with.
-  from mt2_jax import config_validation
   with pytest.raises(ValueError, match=r"losses\.ntxent\.pairs.*include_shift_view"):
     config_validation.validate(config)
 

@@ -218,7 +218,8 @@ def test_metrics_and_tensorboard_are_written(data_dir, tmp_path, caplog):
 
 
 def test_config_changes_skip_an_added_key_at_its_neutral_value():
-  """A run saved before data.group_pattern existed is not 'changed' by its default."""
+  """A run saved before data.group_pattern (or losses.ntxent.pairs) existed is not
+  'changed' by its default."""
   old, new = config_defaults.base_config(), config_defaults.base_config()
   del old.data["group_pattern"]
   assert checkpoint.config_changes(old, new) == []
