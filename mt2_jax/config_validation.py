@@ -12,6 +12,7 @@ from typing import Callable, Iterable
 
 import jax
 
+from mt2_jax import losses
 from mt2_jax import model as model_lib
 
 Check = Callable[[object], None]
@@ -209,8 +210,8 @@ def check_losses(config) -> None:
       if config.batch_size < 2:
         _fail("batch_size", f"ntxent needs negatives: batch_size >= 2, got {config.batch_size}")
       pairs = loss.get("pairs", "all")
-      if pairs not in ("all", "shift", "time", "disjoint"):
-        _fail(f"{key}.pairs", f"unknown {pairs!r}; known: ('all', 'shift', 'time', 'disjoint')")
+      if pairs not in losses.NTXENT_PAIRS:
+        _fail(f"{key}.pairs", f"unknown {pairs!r}; known: {tuple(losses.NTXENT_PAIRS)}")
       if pairs != "all" and not loss.get("include_shift_view", False):
         _fail(f"{key}.pairs", f"{pairs!r} pairs views with A': needs include_shift_view")
       if loss.get("detach_shift_view", False):

@@ -136,6 +136,17 @@ def cpsd(y_a, y_b, y_a_shift, shift, omega: float = 7 / 12):
   return loss, aux
 
 
+# losses.ntxent.pairs -> (which of the views (A, B, A') NT-Xent reads, None: all it
+# has; its positive pairs among those, None: every pair). A-B share the crop's
+# transposition, A-A' their frames, B-A' neither (docs/design.md §1.4).
+NTXENT_PAIRS = {
+    "all": (None, None),
+    "shift": (None, ((0, 2), (1, 2))),     # Never A-B.
+    "time": (None, ((0, 1), (1, 2))),      # Never A-A'.
+    "disjoint": ((1, 2), None),            # B and A' only, a two-view loss.
+}
+
+
 def nt_xent(z_a, z_b, temperature: float = 0.1, extra_views: Sequence[jax.Array] = (),
             pairs: Sequence[tuple[int, int]] | None = None):
   """NT-Xent (SimCLR) over all views of the batch.

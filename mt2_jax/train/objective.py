@@ -33,16 +33,11 @@ def _cpsd_term(cfg, head_a, head_b, head_shift, batch):
 
 def _ntxent_term(cfg, head_a, head_b, head_shift, batch):
   del batch
-  temperature = cfg.get("temperature", 0.1)
-  pairs = cfg.get("pairs", "all")
-  if pairs == "disjoint":
-    # B and A' only: the pair of views that shares neither frames nor transposition.
-    return losses.nt_xent(head_b, head_shift, temperature=temperature)
-  extra = (head_shift,) if cfg.get("include_shift_view", False) else ()
-  # 'shift': A-A' and B-A', never A-B, the pair that shares its transposition;
-  # 'time': A-B and B-A', never A-A', the pair that shares its frames.
-  chosen = {"shift": ((0, 2), (1, 2)), "time": ((0, 1), (1, 2))}.get(pairs)
-  return losses.nt_xent(head_a, head_b, temperature=temperature, extra_views=extra, pairs=chosen)
+  heads = (head_a, head_b, head_shift) if cfg.get("include_shift_view", False) else (head_a, head_b)
+  views, pairs = losses.NTXENT_PAIRS[cfg.get("pairs", "all")]
+  z = heads if views is None else tuple(heads[i] for i in views)
+  return losses.nt_xent(z[0], z[1], temperature=cfg.get("temperature", 0.1), extra_views=z[2:],
+                        pairs=pairs)
 
 
 # kind -> fn(loss config, head of A, of B, of A', batch) -> (loss, aux).
