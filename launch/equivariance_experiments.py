@@ -45,7 +45,7 @@ PAPER = {"model.width": 48, "model.patch_embed": "dense", "model.layerscale": 0.
          "losses.ntxent.projector": "none", "model.class_blocks": 0, "optim.lr": 1e-3,
          "model.detached_tokens": (), "optim.lr_scale": "", "losses.cpsd.lr_scale": 1.0,
          "losses.ntxent.include_shift_view": False, "losses.ntxent.temperature": 0.1,
-         "data.group_pattern": "", "losses.ntxent.pairs": "all"}
+         "data.group_pattern": "", "losses.ntxent.pairs": "all", "data.b_offset": "shared"}
 PITCH = {**PAPER, "model.patch_embed": "pitch", "model.layerscale": 0.01}
 HYBRID = {**PAPER, "model.patch_embed": "hybrid", "model.layerscale": 0.01}
 HINGE = {**HYBRID, "losses.cpsd.spread_weight": 1.0}
@@ -281,6 +281,16 @@ EXPERIMENTS = {
     # CPSD leaves its plateau (seed 0), the instrument reading does not rise;
     # over three seeds the contrastive-only token read fewer gm instruments
     # with 'time' than with 'all' (0.640 vs 0.680): 'all' stays.
+
+    # Session 18: A and B are cut from the same 84 of the 99 bins, so every
+    # track's A-B pair shares a crop offset of 12 values that the other
+    # tracks' views mostly do not: a cue NT-Xent can match them by that says
+    # nothing of the instrument. B cut at a transposition of its own
+    # (data.b_offset='own') takes it away; CPSD's A-B term then asks for the
+    # shift between them, one more equivariance term.
+    "con_s12_ownb": ("contrastive_only", {**S12, "data.b_offset": "own"}),
+    "mt2_s12_ownb": ("mt2", {**S12, "data.b_offset": "own"}),
+    "eq_s12_ownb": ("equivariant_only", {**S12, "data.b_offset": "own"}),
 }
 # The curves of docs/experiments_cpsd.png (OUT/cpsd_curves.png); all rows when none ran.
 PLOTTED = ("eq_paper", "eq_hybrid", "eq_hybrid_hinge", "mt2_hybrid", "mt2_hybrid_shiftpos",

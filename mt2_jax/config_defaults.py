@@ -63,6 +63,10 @@ def base_config() -> ml_collections.ConfigDict:
                      # A random EQ of up to +-colour_db dB on each segment (data/augment.py:
                      # ViewSpec); 0, the paper's views.
                      colour_db=0.0,
+                     # 'shared': segment B is cut at A's transposition (the paper);
+                     # 'own': at one of its own, and CPSD's A-B term asks for the
+                     # shift between them (data/augment.py: ViewSpec).
+                     b_offset="shared",
                      # A regex on track ids (its first group, else the whole match)
                      # that makes a batch hold whole groups, e.g. '^[^_]+' every
                      # rendition of a demo piece (data/records.py:record_groups);

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from mt2_jax import model as model_lib
+from mt2_jax.data import augment
 from mt2_jax.train import objective
 
 
@@ -63,7 +64,8 @@ def analytic_forward_flops(width: int, depth: int, mlp_dim: int, num_bins: int, 
 def _abstract_batch(config, tracks: int):
   shape = (tracks, config.data.crop_bins, config.data.segment_frames)
   batch = {key: jax.ShapeDtypeStruct(shape, jnp.float32) for key in objective.VIEWS}
-  batch["shift"] = jax.ShapeDtypeStruct((tracks,), jnp.int32)
+  for key in augment.shift_keys(config.data.get("b_offset", "shared")):
+    batch[key] = jax.ShapeDtypeStruct((tracks,), jnp.int32)
   return batch
 
 

@@ -96,7 +96,7 @@ def circle_spread_hinge(y, omega: float = 7 / 12, target: float = 0.5, eps: floa
   return jax.nn.relu(target - jnp.sqrt(var + eps))
 
 
-def cpsd(y_a, y_b, y_a_shift, shift, omega: float = 7 / 12):
+def cpsd(y_a, y_b, y_a_shift, shift, omega: float = 7 / 12, shift_b=None):
   """STONE's CPSD loss.
 
   Args:
@@ -105,6 +105,10 @@ def cpsd(y_a, y_b, y_a_shift, shift, omega: float = 7 / 12):
     shift: int [B], d = t - o in [-11, 10]: pitch class q of A appears as q - d
       in A'.
     omega: frequency on the circle; 7/12 circle of fifths, 1/12 of semitones.
+    shift_b: optional int [B], B's own transposition u - o (`data.b_offset=
+      'own'`): pitch class q of A appears as q - shift_b in B, so the A-B
+      term asks for exp(2j pi omega shift_b) and the B-A' term for the shift
+      d - shift_b between them. None: B shares A's (the terms below).
 
   Returns:
     (loss, aux): loss = cpsd_pos + cpsd_eq_a + cpsd_eq_b, float32 scalars:
@@ -121,11 +125,16 @@ def cpsd(y_a, y_b, y_a_shift, shift, omega: float = 7 / 12):
   z_a, z_b, z_s = (_circle(y, omega) for y in (y_a, y_b, y_a_shift))
   phase = 2 * jnp.pi * omega * jnp.asarray(shift, jnp.float32)
   target = (jnp.cos(phase), jnp.sin(phase))
-  one = (jnp.ones_like(phase), jnp.zeros_like(phase))
+  if shift_b is None:
+    one, target_b = (jnp.ones_like(phase), jnp.zeros_like(phase)), target
+  else:
+    phase_b = 2 * jnp.pi * omega * jnp.asarray(shift_b, jnp.float32)
+    one = (jnp.cos(phase_b), jnp.sin(phase_b))
+    target_b = (jnp.cos(phase - phase_b), jnp.sin(phase - phase_b))
   aux = {
       "cpsd_pos": jnp.mean(_sq_dist(one, _cross(z_a, z_b))),
       "cpsd_eq_a": jnp.mean(_sq_dist(target, _cross(z_a, z_s))),
-      "cpsd_eq_b": jnp.mean(_sq_dist(target, _cross(z_b, z_s))),
+      "cpsd_eq_b": jnp.mean(_sq_dist(target_b, _cross(z_b, z_s))),
   }
   loss = aux["cpsd_pos"] + aux["cpsd_eq_a"] + aux["cpsd_eq_b"]
   aux.update({

@@ -96,6 +96,13 @@ def test_constant_head_cpsd_is_the_best_constant_score(omega):
     expected[r] = float(losses.cpsd(y, y, y, d, omega=omega)[0])
   assert expected[3 / 11] == pytest.approx(diagnostics.constant_head_cpsd(omega), abs=0.01)
   assert expected[3 / 11] < min(expected[0.15], expected[0.4])
+  # B at its own transposition (data.b_offset='own'): shift_b = u - o, u and o
+  # uniform on 1..12; the best constant is the uniform profile, 3.0.
+  shift_b = rng.integers(1, 13, d.size) - rng.integers(1, 13, d.size)
+  own = {r: float(losses.cpsd(y, y, y, d, omega=omega, shift_b=shift_b)[0])
+         for r in (0.0, 0.05, 3 / 11) for y in [_mix(np.zeros(d.size, int), np.sqrt(r))]}
+  assert diagnostics.constant_head_cpsd(omega, "own") == 3.0
+  assert own[0.0] == pytest.approx(3.0, abs=1e-4) and own[0.0] < min(own[0.05], own[3 / 11])
 
 
 # -- The collapse warning. -------------------------------------------------------

@@ -181,6 +181,7 @@ _DELETE = object()
     ("losses.cpsd.omega", 0.0, "losses.cpsd.omega"),
     ("data.max_offset", 6, "data.max_offset"),
     ("data.colour_db", -3.0, "data.colour_db"),
+    ("data.b_offset", "mine", "data.b_offset"),
     ("data.group_pattern", "(unclosed", "data.group_pattern"),
     ("optim.warmup_steps", 100_000, "optim.warmup_steps"),
     ("optim.end_lr", 1.0, "optim.end_lr"),

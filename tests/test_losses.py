@@ -83,6 +83,27 @@ def test_cpsd_matches_complex_reference_and_bounds():
   assert loss.dtype == jnp.float32
 
 
+def test_cpsd_with_b_at_its_own_transposition():
+  """data.b_offset='own': A-B asks for shift_b, B-A' for d - shift_b; 0 is the paper's."""
+  rng = np.random.default_rng(5)
+  q, d = rng.integers(0, 12, size=64), _random_shifts(rng, 64)
+  shift_b = (rng.integers(1, 13, size=64) - rng.integers(1, 13, size=64)).astype(np.int32)
+  exact, _ = losses.cpsd(_one_hot(q), _one_hot(q - shift_b), _one_hot(q - d), d, shift_b=shift_b)
+  assert float(exact) == pytest.approx(0.0, abs=1e-5)
+  # Read as if B shared A's transposition, the same views are far from it.
+  assert float(losses.cpsd(_one_hot(q), _one_hot(q - shift_b), _one_hot(q - d), d)[0]) > 1.0
+  y_a, y_b, y_s = (_random_profiles(rng, 64) for _ in range(3))
+  w = np.exp(2j * np.pi * 7 / 12 * np.arange(12))
+  z_a, z_b, z_s = y_a @ w, y_b @ w, y_s @ w
+  expected = [np.mean(np.abs(np.exp(2j * np.pi * 7 / 12 * s) - u * np.conj(v)) ** 2)
+              for s, u, v in ((shift_b, z_a, z_b), (d, z_a, z_s), (d - shift_b, z_b, z_s))]
+  _, aux = losses.cpsd(y_a, y_b, y_s, d, shift_b=shift_b)
+  np.testing.assert_allclose([aux["cpsd_pos"], aux["cpsd_eq_a"], aux["cpsd_eq_b"]], expected,
+                             rtol=1e-5)
+  zero = losses.cpsd(y_a, y_b, y_s, d, shift_b=np.zeros(64, np.int32))[0]
+  assert float(zero) == pytest.approx(float(losses.cpsd(y_a, y_b, y_s, d)[0]), rel=1e-6)
+
+
 def test_cpsd_unchanged_when_all_three_outputs_rotate_together():
   rng = np.random.default_rng(4)
   y_a, y_b, y_s = (_random_profiles(rng, 16) for _ in range(3))
@@ -216,6 +237,11 @@ def test_objective_metrics_and_weighted_total():
   z = out["head_ntxent"]
   expected, _ = losses.nt_xent(z[:4], z[4:8], 0.1, extra_views=(z[8:],))
   assert float(metrics["ntxent"]) == pytest.approx(float(expected), rel=1e-4)
+  # A batch with B's own transposition (data.b_offset='own') passes it to CPSD.
+  batch["shift_b"] = np.array([3, 0, -5, 7], np.int32)
+  _, metrics = jax.jit(objective.make_loss_fn(config, model))(params, batch, jax.random.key(1))
+  expected, _ = losses.cpsd(y[:4], y[4:8], y[8:], batch["shift"], shift_b=batch["shift_b"])
+  assert float(metrics["cpsd"]) == pytest.approx(float(expected), rel=1e-4)
 
 
 def test_ntxent_pairs_choose_the_positive_views():

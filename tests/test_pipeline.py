@@ -189,6 +189,30 @@ def test_colour_option_eqs_each_segment_and_keeps_the_transposition(data_dir):
     take(make_config(data_dir, colour_db=-1.0), 1)
 
 
+def test_b_offset_own_cuts_b_at_its_own_transposition(data_dir):
+  (plain,), _ = take(make_config(data_dir), 1, debug=True)
+  batches, _ = take(make_config(data_dir, b_offset="own"), 6, debug=True)
+  # Drawn after the paper's numbers: the same crops, offsets and shifts, A and A' unchanged.
+  for k in ("record", "start_a", "start_b", "offset", "shift", "x_a", "x_a_shift"):
+    np.testing.assert_array_equal(batches[0][k], plain[k], err_msg=k)
+  source = dataset.open_split(data_dir, "train")
+  shift_b = []
+  for b in batches:
+    assert b["shift_b"].dtype == np.int32
+    # A pitch at row r of A sits at row r - shift_b of B (the sign of `shift`).
+    np.testing.assert_array_equal(peak_row(b["x_a"]) - peak_row(b["x_b"]), b["shift_b"])
+    for i in range(4):
+      u, sb = int(b["offset"][i] + b["shift_b"][i]), int(b["start_b"][i])
+      assert 1 <= u <= 12
+      cqt = source[int(b["record"][i])]["cqt"].astype(np.float32)
+      np.testing.assert_array_equal(b["x_b"][i], cqt[u:u + 84, sb:sb + SEGMENT])
+    shift_b += b["shift_b"].tolist()
+  assert 0 in shift_b and len(set(shift_b)) > 5
+  assert "shift_b" not in plain
+  with pytest.raises(ValueError, match="b_offset"):
+    take(make_config(data_dir, b_offset="mine"), 1)
+
+
 def test_resume_gives_the_next_batches(data_dir):
   config = make_config(data_dir)
   first, state = take(config, 3, debug=True)
@@ -483,3 +507,13 @@ def test_shift_convention_end_to_end_with_an_equivariant_head(data_dir):
   # Measured: 1.48 and 3.91 (leakage between the CQT bins of pure tones keeps
   # the profile from being a perfect one-hot).
   assert np.mean(right) < 2.0 < 2.777 < 3.2 < np.mean(wrong), (right, wrong)
+  # With B at its own transposition the collapse value is 3.0; B's shift negated is wrong too.
+  # (16 batches: 4 give 2.06, as A-B now also asks for a shift through the bins' leakage.)
+  batches, _ = take(make_config(data_dir, max_offset=12, b_offset="own"), 16)
+  right, wrong = [], []
+  for b in batches:
+    y_a, y_b, y_s = (_fold_profile(b[k]) for k in ("x_a", "x_b", "x_a_shift"))
+    right.append(float(losses.cpsd(y_a, y_b, y_s, b["shift"], shift_b=b["shift_b"])[0]))
+    wrong.append(float(losses.cpsd(y_a, y_b, y_s, b["shift"], shift_b=-b["shift_b"])[0]))
+  # Measured: 1.39 and 3.49.
+  assert np.mean(right) < 2.0 < 3.0 < 3.2 < np.mean(wrong), (right, wrong)

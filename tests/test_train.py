@@ -218,14 +218,14 @@ def test_metrics_and_tensorboard_are_written(data_dir, tmp_path, caplog):
 
 
 def test_config_changes_skip_an_added_key_at_its_neutral_value():
-  """A run saved before data.group_pattern (or losses.ntxent.pairs) existed is not
-  'changed' by its default."""
+  """A run saved before data.group_pattern (or losses.ntxent.pairs, data.b_offset)
+  existed is not 'changed' by its default."""
   old, new = config_defaults.base_config(), config_defaults.base_config()
   del old.data["group_pattern"]
   assert checkpoint.config_changes(old, new) == []
   new.data.group_pattern = "^[^_]+"
   assert checkpoint.config_changes(old, new) == ["data.group_pattern: '' -> '^[^_]+'"]
-  del old.losses.ntxent["pairs"]
+  del old.losses.ntxent["pairs"], old.data["b_offset"]
   assert checkpoint.config_changes(old, new) == ["data.group_pattern: '' -> '^[^_]+'"]
 
 

@@ -45,7 +45,7 @@ def main(argv: Sequence[str]) -> None:
   batch = views.first_batch(config)
   storage.save_npz(_OUT.value, **batch)
   shapes = ", ".join(f"{k} {v.dtype}{list(v.shape)}" for k, v in batch.items() if k in
-                     pipeline.VIEW_KEYS + ("shift",))
+                     pipeline.VIEW_KEYS + ("shift", "shift_b"))
   print(f"views: {len(batch['shift'])} tracks -> {_OUT.value} ({shapes})")
   print(f"  shifts: {batch['shift'].tolist()}")
   if _PNG.value:

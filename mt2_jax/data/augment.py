@@ -4,6 +4,8 @@ Two non-overlapping random crops of `segment_frames` frames (segments A and
 B) and a transposition by cropping frequency bins: `o ~ U{1..max_offset}`,
 `t = (o + U{1..11}) mod 12`, `d = t - o` (never 0, in [-11, 10]); x_a = bins
 [o, o+84) of A, x_b = the same bins of B, x_a_shift = bins [t, t+84) of A.
+With `b_offset='own'`, B is cut at an offset u ~ U{1..max_offset} of its own
+(x_b = bins [u, u+84) of B) and `shift_b = u - o` says how far.
 Every draw comes from a numpy Generator seeded by (seed, epoch, record), so the
 views do not depend on workers, timing or the number of processes.
 """
@@ -17,6 +19,13 @@ import numpy as np
 # Offsets and shifts live on the 12 pitch classes (docs/design.md §1.2).
 from mt2_jax.keys import NUM_PITCH_CLASSES as PITCH_CLASSES
 VIEW_KEYS = ("x_a", "x_b", "x_a_shift")
+B_OFFSETS = ("shared", "own")  # ViewSpec.b_offset.
+
+
+def shift_keys(b_offset: str = "shared") -> tuple[str, ...]:
+  """The int32 [B] entries of a batch beside its views: 'shift', and 'shift_b' with 'own'."""
+  return ("shift", "shift_b") if b_offset == "own" else ("shift",)
+
 # Separate random streams per purpose: a record's views never share numbers
 # with an epoch's shuffle.
 _VIEWS_STREAM, _SHUFFLE_STREAM = 1, 2
@@ -38,12 +47,17 @@ class ViewSpec:
   # x_a_shift share A's curve, over absolute frequency: the shifted view stays
   # exactly A transposed. 0: the paper's views.
   colour_db: float = 0.0
+  # 'shared': B is cut at A's offset o, so A and B share the transposition (the
+  # paper). 'own': at an offset u of its own, drawn after the paper's numbers;
+  # CPSD's A-B term then asks for the shift u - o (docs/design.md §1.2).
+  b_offset: str = "shared"
 
   @classmethod
   def from_config(cls, data: Mapping[str, Any]) -> "ViewSpec":
     return cls(segment_frames=int(data["segment_frames"]), crop_bins=int(data["crop_bins"]),
                max_offset=int(data["max_offset"]), dtype=str(data.get("dtype", "float32")),
-               colour_db=float(data.get("colour_db", 0.0)))
+               colour_db=float(data.get("colour_db", 0.0)),
+               b_offset=str(data.get("b_offset", "shared")))
 
   @property
   def np_dtype(self) -> np.dtype:
@@ -58,6 +72,8 @@ class ViewSpec:
       raise ValueError(f"segment_frames, crop_bins and max_offset must be >= 1: {self}")
     if not self.colour_db >= 0:
       raise ValueError(f"data.colour_db must be >= 0, got {self.colour_db}")
+    if self.b_offset not in B_OFFSETS:
+      raise ValueError(f"data.b_offset must be one of {B_OFFSETS}, got {self.b_offset!r}")
     # o reaches max_offset, t reaches 11.
     highest = max(self.max_offset, PITCH_CLASSES - 1)
     if self.crop_bins + highest > n_bins:
@@ -99,10 +115,14 @@ def draw_shifts(rng: np.random.Generator, n: int, max_offset: int = 12) -> np.nd
 
 
 def draw(rng: np.random.Generator, num_frames: int, spec: "ViewSpec") -> dict[str, int]:
-  """One record's random choices: crop starts, then offsets (in this order)."""
+  """One record's random choices: crop starts, then offsets (in this order), then
+  with b_offset='own' B's offset u (as `shift_b` = u - o)."""
   start_a, start_b = crop_starts(rng, num_frames, spec.segment_frames)
   o, t = draw_offsets(rng, spec.max_offset)
-  return {"start_a": start_a, "start_b": start_b, "offset": o, "shift": t - o}
+  d = {"start_a": start_a, "start_b": start_b, "offset": o, "shift": t - o}
+  if spec.b_offset == "own":
+    d["shift_b"] = int(rng.integers(1, spec.max_offset + 1)) - o
+  return d
 
 
 COLOUR_KNOTS = 6  # Of the EQ curve over the CQT's bins: one about every octave and a half.
@@ -134,7 +154,8 @@ def view_arrays(cqt: np.ndarray, rng: np.random.Generator, d: Mapping[str, int],
     return plain
   a, b = (colour_curve(rng, cqt.shape[0], spec.colour_db) for _ in range(2))
   o, t, c = d["offset"], d["offset"] + d["shift"], spec.crop_bins
-  curves = {"x_a": a[o:o + c], "x_b": b[o:o + c], "x_a_shift": a[t:t + c]}
+  u = o + d.get("shift_b", 0)
+  curves = {"x_a": a[o:o + c], "x_b": b[u:u + c], "x_a_shift": a[t:t + c]}
   return {k: np.maximum(v + curves[k], 0.0) for k, v in plain.items()}
 
 
@@ -142,15 +163,17 @@ def crops(cqt: np.ndarray, d: Mapping[str, int], spec: "ViewSpec") -> dict[str, 
   """x_a, x_b, x_a_shift as views into cqt [n_bins, frames] (no copy)."""
   s, c = spec.segment_frames, spec.crop_bins
   o, t, a, b = d["offset"], d["offset"] + d["shift"], d["start_a"], d["start_b"]
-  return {"x_a": cqt[o:o + c, a:a + s], "x_b": cqt[o:o + c, b:b + s],
+  u = o + d.get("shift_b", 0)
+  return {"x_a": cqt[o:o + c, a:a + s], "x_b": cqt[u:u + c, b:b + s],
           "x_a_shift": cqt[t:t + c, a:a + s]}
 
 
 def make_views(cqt: np.ndarray, rng: np.random.Generator, spec: "ViewSpec") -> dict[str, Any]:
   """One record's views: cqt [n_bins, frames] -> x_* [crop_bins, segment_frames].
 
-  Returns x_a, x_b, x_a_shift (spec.dtype), shift = t - o, and the draws
-  (start_a, start_b, offset = o) for inspection.
+  Returns x_a, x_b, x_a_shift (spec.dtype), shift = t - o (and shift_b =
+  u - o with b_offset='own'), and the draws (start_a, start_b, offset = o)
+  for inspection.
   """
   d = draw(rng, cqt.shape[1], spec)
   return {**{k: v.astype(spec.np_dtype) for k, v in view_arrays(cqt, rng, d, spec).items()}, **d}

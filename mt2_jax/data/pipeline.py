@@ -8,7 +8,8 @@ Per track and per visit, two non-overlapping random crops of `segment_frames`
 frames (segments A and B) and a transposition by cropping frequency bins:
 `o ~ U{1..max_offset}`, `t = (o + U{1..11}) mod 12`, `d = t - o` (never 0, in
 [-11, 10]: every non-zero pitch class once mod 12); x_a = bins [o, o+84) of
-segment A, x_b = the same bins of B, x_a_shift = bins [t, t+84) of A. A larger
+segment A, x_b = the same bins of B (with `data.b_offset='own'` bins [u, u+84),
+u an offset of its own, and `shift_b = u - o`), x_a_shift = bins [t, t+84) of A. A larger
 offset shows the content lower, so a pitch at row r of x_a sits at row r - d
 of x_a_shift, and `argmax(x_a) - argmax(x_a_shift) == shift` for a pure tone.
 
@@ -52,7 +53,8 @@ import numpy as np
 
 from mt2_jax import sharding, storage
 from mt2_jax.data import dataset
-from mt2_jax.data.augment import VIEW_KEYS, ViewSpec, draw, epoch_order, example_rng, view_arrays
+from mt2_jax.data.augment import (VIEW_KEYS, ViewSpec, draw, epoch_order, example_rng, shift_keys,
+                                  view_arrays)
 from mt2_jax.data.records import record_groups, record_lengths, usable_records
 
 # Extra int32 keys of debug batches, plus `track_id` (bytes).
@@ -93,7 +95,9 @@ class Plan:
     return {"seed": self.seed, "shuffle": self.shuffle, "split": self.split,
             "records": len(self.records), "records_digest": digest,
             # The dtype only rounds the same views: free to change on resume.
-            "spec": {k: v for k, v in dataclasses.asdict(self.spec).items() if k != "dtype"},
+            # b_offset only where it is not the paper's (positions saved before it existed).
+            "spec": {k: v for k, v in dataclasses.asdict(self.spec).items()
+                     if k != "dtype" and (k, v) != ("b_offset", "shared")},
             **({"group_pattern": self.group_pattern} if self.group_pattern else {})}
 
 
@@ -146,17 +150,18 @@ class BatchMaker:
     # worker's prefetch thread builds the next one, which measured faster
     # than building in shared memory directly.
     out = {k: np.empty(shape, spec.np_dtype) for k in VIEW_KEYS}
-    meta = {k: np.empty(size, np.int32) for k in ("shift",) + DEBUG_KEYS}
+    shifts = shift_keys(spec.b_offset)
+    meta = {k: np.empty(size, np.int32) for k in shifts + DEBUG_KEYS}
     for i, ((epoch, record), ex) in enumerate(zip(picks, examples)):
       cqt = ex["cqt"]
       rng = example_rng(plan.seed, epoch, record)
       d = draw(rng, cqt.shape[1], spec)
       for k, view in view_arrays(cqt, rng, d, spec).items():
         out[k][i] = view  # One copy, casting from the stored float16.
-      for k in ("shift", "start_a", "start_b", "offset"):
+      for k in shifts + ("start_a", "start_b", "offset"):
         meta[k][i] = d[k]
       meta["record"][i], meta["epoch"][i] = record, epoch
-    out["shift"] = meta["shift"]
+    out.update({k: meta[k] for k in shifts})
     if plan.debug:
       out.update({k: meta[k] for k in DEBUG_KEYS})
       out["track_id"] = np.array([ex["track_id"] for ex in examples])
@@ -167,7 +172,8 @@ class ViewsIterator:
   """Host-local (or, given a mesh, global) batches, with a resumable position.
 
   `next(it)` -> dict: x_a, x_b, x_a_shift [B, crop_bins, segment_frames]
-  (data.dtype: float32, bfloat16 or float16), shift int32 [B]; plus, with
+  (data.dtype: float32, bfloat16 or float16), shift int32 [B] (and shift_b
+  int32 [B] with data.b_offset='own'); plus, with
   debug, int32 record, epoch, start_a, start_b, offset and bytes track_id.
   B is the host-local
   batch size; with a mesh the arrays are global `jax.Array`s of batch_size

@@ -4,7 +4,8 @@
 
 `first_batch` is the first batch of the config's pipeline (same seed, crops
 and shifts as step 0 of training, on this process's records): x_a, x_b,
-x_a_shift [B, crop_bins, segment_frames] float32 and shift [B], plus what was
+x_a_shift [B, crop_bins, segment_frames] float32 and shift [B] (and shift_b
+with data.b_offset='own'), plus what was
 drawn: record, epoch, start_a, start_b, offset and track_id. `plot_views`
 draws A, B and A' side by side for the first tracks, each row titled with its
 track and shift. The command line is mt2_jax/cli/views.py.
@@ -39,10 +40,11 @@ def plot_views(batch, path, num: int = 4) -> None:
   for i in range(num):
     track = batch["track_id"][i].decode() if "track_id" in batch else f"#{i}"
     o, d = int(batch["offset"][i]), int(batch["shift"][i])
+    u = o + int(batch["shift_b"][i]) if "shift_b" in batch else o  # data.b_offset='own'.
     bins, frames = batch["x_a"].shape[1:]
     sa, sb = int(batch["start_a"][i]), int(batch["start_b"][i])
     names = {"x_a": f"A: bins [{o}, {o + bins}), frames [{sa}, {sa + frames})",
-             "x_b": f"B: bins [{o}, {o + bins}), frames [{sb}, {sb + frames})",
+             "x_b": f"B: bins [{u}, {u + bins}), frames [{sb}, {sb + frames})",
              "x_a_shift": f"A': bins [{o + d}, {o + d + bins}), frames of A"}
     for j, key in enumerate(pipeline.VIEW_KEYS):
       ax = axes[i, j]

@@ -28,18 +28,26 @@ MAX_WINDOWS = 4
 DOCS = "docs/experiments.md"
 
 
-def constant_head_cpsd(omega: float = 7 / 12) -> float:
+def constant_head_cpsd(omega: float = 7 / 12, b_offset: str = "shared") -> float:
   """Expected CPSD of the best input-independent output (the collapse value).
 
-  A constant profile gives z_A = z_B = z_A' = z; with r = |z|^2 the loss is
-  (1 - r)^2 + 2 (1 - 2 r cos(2 pi omega d) + r^2). The pipeline draws d mod 12
-  uniformly from 1..11, so the mean of cos is c = mean_k cos(2 pi omega k),
-  k = 1..11, and the expected loss 3 - 2 r (1 + 2c) + 3 r^2 is least at
-  r = (1 + 2c) / 3 (or 0): 3 - max(1 + 2c, 0)^2 / 3. For omega = 7/12 or 1/12,
-  c = -1/11: r = 3/11 and 3 - 27/121 = 2.777.
+  A constant profile gives z_A = z_B = z_A' = z; with r = |z|^2 each of the 3
+  terms is 1 - 2 r cos(2 pi omega s) + r^2 for the shift s it asks for. The
+  pipeline draws d mod 12 uniformly from 1..11, so E cos = c = mean_k
+  cos(2 pi omega k), k = 1..11, for A-A'. With B at A's offset (the paper)
+  A-B asks for s = 0 and B-A' for d: the expected loss 3 - 2 r (1 + 2c) + 3 r^2
+  is least at r = (1 + 2c) / 3 (or 0): 3 - max(1 + 2c, 0)^2 / 3. For omega =
+  7/12 or 1/12, c = -1/11: r = 3/11 and 3 - 27/121 = 2.777. With B at an
+  offset of its own (`data.b_offset='own'`, u ~ U{1..12} independent of o) the
+  A-B and B-A' shifts are uniform over all 12 classes, whose mean cosine is 0:
+  3 - max(c, 0)^2 / 3, 3.0 on either circle (a uniform profile).
   """
   c = np.mean(np.cos(2 * np.pi * omega * np.arange(1, keys.NUM_PITCH_CLASSES)))
-  return float(3 - max(1 + 2 * c, 0.0) ** 2 / 3)
+  if b_offset == "shared":  # A-B: cos 0 = 1; B-A': c.
+    c_ab_ba = 1 + c
+  else:
+    c_ab_ba = 2 * np.mean(np.cos(2 * np.pi * omega * np.arange(keys.NUM_PITCH_CLASSES)))
+  return float(3 - max(c + c_ab_ba, 0.0) ** 2 / 3)
 
 
 COLLAPSE_CPSD = constant_head_cpsd()
@@ -101,7 +109,8 @@ class CollapseDetector:
 def collapse_detectors(config) -> list[CollapseDetector]:
   """One CollapseDetector per CPSD loss of the config, at that loss's omega."""
   return [CollapseDetector(name, config.total_steps, config.optim.warmup_steps,
-                           constant_head_cpsd(config.losses[name].get("omega", 7 / 12)))
+                           constant_head_cpsd(config.losses[name].get("omega", 7 / 12),
+                                              config.data.get("b_offset", "shared")))
           for name in cpsd_losses(config)]
 
 

@@ -22,7 +22,8 @@ build_model = model_lib.build_model
 def _cpsd_term(cfg, head_a, head_b, head_shift, batch):
   """CPSD, plus `spread_weight` x the anti-collapse hinge (reported as aux `cpsd_hinge`)."""
   omega = cfg.get("omega", 7 / 12)
-  value, aux = losses.cpsd(head_a, head_b, head_shift, batch["shift"], omega=omega)
+  value, aux = losses.cpsd(head_a, head_b, head_shift, batch["shift"], omega=omega,
+                           shift_b=batch.get("shift_b"))
   weight = cfg.get("spread_weight", 0.0)
   if not weight:
     return value, aux
@@ -61,8 +62,8 @@ def make_loss_fn(config, model: model_lib.MT2) -> Callable[..., tuple[jax.Array,
 
   The returned function takes
     params: the 'params' collection of `model.init` (boxed or unboxed);
-    batch: dict with `x_a`, `x_b`, `x_a_shift` float [B, 84, T] and `shift`
-      int32 [B];
+    batch: dict with `x_a`, `x_b`, `x_a_shift` float [B, 84, T], `shift`
+      int32 [B] and, with data.b_offset='own', `shift_b` int32 [B];
     rng: a PRNG key for dropout (e.g. `fold_in(seed_key, step)`), or None;
   and returns the float32 total = sum(weight * loss) and a flat metrics dict:
   `loss`, each loss by name, and each loss's aux (renamed after the loss, e.g.

@@ -187,6 +187,10 @@ def synthetic_batch(config, mesh: Mesh | None = None, seed: int = 0) -> dict:
   shape = (config.batch_size, config.data.crop_bins, config.data.segment_frames)
   batch = {k: rng.random(shape, np.float32) for k in objective.VIEWS}
   batch["shift"] = augment.draw_shifts(rng, config.batch_size, config.data.max_offset)
+  if config.data.get("b_offset", "shared") == "own":
+    m = config.data.max_offset
+    batch["shift_b"] = (rng.integers(1, m + 1, config.batch_size)
+                        - rng.integers(1, m + 1, config.batch_size)).astype(np.int32)
   if mesh is not None:
     batch = jax.device_put(batch, sharding.batch_sharding(mesh))
   return batch
