@@ -45,7 +45,8 @@ PAPER = {"model.width": 48, "model.patch_embed": "dense", "model.layerscale": 0.
          "losses.ntxent.projector": "none", "model.class_blocks": 0, "optim.lr": 1e-3,
          "model.detached_tokens": (), "optim.lr_scale": "", "losses.cpsd.lr_scale": 1.0,
          "losses.ntxent.include_shift_view": False, "losses.ntxent.temperature": 0.1,
-         "data.group_pattern": "", "losses.ntxent.pairs": "all", "data.b_offset": "shared"}
+         "data.group_pattern": "", "losses.ntxent.pairs": "all", "data.b_offset": "shared",
+         "model.pitch_channels": None}
 PITCH = {**PAPER, "model.patch_embed": "pitch", "model.layerscale": 0.01}
 HYBRID = {**PAPER, "model.patch_embed": "hybrid", "model.layerscale": 0.01}
 HINGE = {**HYBRID, "losses.cpsd.spread_weight": 1.0}
@@ -291,6 +292,20 @@ EXPERIMENTS = {
     "con_s12_ownb": ("contrastive_only", {**S12, "data.b_offset": "own"}),
     "mt2_s12_ownb": ("mt2", {**S12, "data.b_offset": "own"}),
     "eq_s12_ownb": ("equivariant_only", {**S12, "data.b_offset": "own"}),
+    # Refuted on gm validation (seed 0): both contrastive tokens read fewer
+    # instruments (0.62, 0.54) and more key, and MT2's zero-shot readout fell.
+
+    # The frame token is half pitch-folded channels (12 x 4 at width 96), which
+    # drop register and spectral envelope by design, and half a dense
+    # Linear(84 -> 48): does the instrument reading lack dense channels?
+    "con_s12_dense": ("contrastive_only", {**S12, "model.patch_embed": "dense"}),
+    "mt2_s12_pc2": ("mt2", {**S12, "model.pitch_channels": 2}),
+    # The contrastive-only model with the dense embedding reads 0.86 of the
+    # gm validation renditions' instruments (0.70 hybrid; MFCC 0.74), and no
+    # key. Does the rest of today's recipe (class blocks, CPSD's 3x rate, the
+    # hinge, LayerScale) keep CPSD learning without the pitch-folded half?
+    "mt2_s12_dense": ("mt2", {**S12, "model.patch_embed": "dense"}),
+    "eq_s12_dense": ("equivariant_only", {**S12, "model.patch_embed": "dense"}),
 }
 # The curves of docs/experiments_cpsd.png (OUT/cpsd_curves.png); all rows when none ran.
 PLOTTED = ("eq_paper", "eq_hybrid", "eq_hybrid_hinge", "mt2_hybrid", "mt2_hybrid_shiftpos",
