@@ -300,6 +300,11 @@ EXPERIMENTS = {
     # Linear(84 -> 48): does the instrument reading lack dense channels?
     "con_s12_dense": ("contrastive_only", {**S12, "model.patch_embed": "dense"}),
     "mt2_s12_pc2": ("mt2", {**S12, "model.pitch_channels": 2}),
+    "mt2_s12_pc1": ("mt2", {**S12, "model.pitch_channels": 1}),
+    "eq_s12_pc1": ("equivariant_only", {**S12, "model.pitch_channels": 1}),
+    "con_s12_pc1": ("contrastive_only", {**S12, "model.pitch_channels": 1}),
+    "con_s12_pc2": ("contrastive_only", {**S12, "model.pitch_channels": 2}),
+    "eq_s12_pc2": ("equivariant_only", {**S12, "model.pitch_channels": 2}),
     # The contrastive-only model with the dense embedding reads 0.86 of the
     # gm validation renditions' instruments (0.70 hybrid; MFCC 0.74), and no
     # key. Does the rest of today's recipe (class blocks, CPSD's 3x rate, the
