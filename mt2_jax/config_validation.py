@@ -91,7 +91,7 @@ def check_sizes(config) -> None:
 @register
 def check_crop(config) -> None:
   from mt2_jax.data import augment  # The one home of the crop arithmetic (ViewSpec.check).
-  if config.data.get("b_offset", "shared") not in augment.B_OFFSETS:  # Optional, as colour_db.
+  if config.data.get("b_offset", "shared") not in augment.B_OFFSETS:  # Older runs lack it.
     _fail("data.b_offset", f"must be one of {augment.B_OFFSETS}, got {config.data.b_offset!r}")
   try:
     augment.ViewSpec.from_config(config.data).check(config.cqt.n_bins)
