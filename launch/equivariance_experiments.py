@@ -305,6 +305,9 @@ EXPERIMENTS = {
     "con_s12_pc1": ("contrastive_only", {**S12, "model.pitch_channels": 1}),
     "con_s12_pc2": ("contrastive_only", {**S12, "model.pitch_channels": 2}),
     "eq_s12_pc2": ("equivariant_only", {**S12, "model.pitch_channels": 2}),
+    # c=2 (24 / 72): with seed 0 everything moved the right way on both corpora;
+    # with seed 1 MT2's CPSD left its plateau late on the dry corpus (zero-shot
+    # 0.24): not the default (docs/experiments.md, session 18).
     # The contrastive-only model with the dense embedding reads 0.86 of the
     # gm validation renditions' instruments (0.70 hybrid; MFCC 0.74), and no
     # key. Does the rest of today's recipe (class blocks, CPSD's 3x rate, the

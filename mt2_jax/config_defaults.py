@@ -94,11 +94,10 @@ def base_config() -> ml_collections.ConfigDict:
       # Linear(84 -> d); 'pitch' folds the bins into [12 pitch classes x c]
       # channels (model.PitchEmbed); 'hybrid' puts both side by side.
       patch_embed="hybrid",
-      # c of 'hybrid': 12c pitch-folded channels, the rest dense. 2 (24 channels,
-      # a quarter of the demo's width): with half the token folded (None, the
-      # split before session 18) the contrastive token read fewer instruments,
-      # with none CPSD collapsed (docs/experiments.md, session 18).
-      pitch_channels=config_dict.FieldReference(2, field_type=int),
+      # c; None: half the width for 'hybrid'. Fewer (2 at width 96) read more
+      # instruments but made CPSD's escape from its plateau depend on the seed
+      # (docs/experiments.md, session 18).
+      pitch_channels=config_dict.placeholder(int),
       layerscale=0.01,  # LayerScale init on both branches of every block; 0: off.
       # LayerScale on every token ('all') or on the frame tokens only ('frames': class
       # tokens take full-size updates); docs/experiments.md, session 5.

@@ -149,8 +149,8 @@ def check_model(config) -> None:
     _fail("model.width", f"{dims['width']} is too narrow for patch_embed {patch_embed!r} "
           "(needs 12 channels per pitch-class channel)")
   if patch_embed == "pitch" and 12 * pitch_c != dims["width"]:
-    _fail("model.width", f"'pitch' makes the whole token 12 x c channels: the width "
-          f"({dims['width']}) must be a multiple of 12")
+    _fail("model.pitch_channels", f"'pitch' needs 12 x pitch_channels == width ({dims['width']}), "
+          f"got 12 x {pitch_c}")
   if 12 * pitch_c > dims["width"]:
     _fail("model.pitch_channels", f"12 x {pitch_c} exceeds the width {dims['width']}")
   _number(config, "model.layerscale", low=0)

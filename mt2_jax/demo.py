@@ -74,7 +74,7 @@ class Preset:
 _DEFAULT = Preset(
     corpus=dict(num_pieces=260, variants_per_piece=2, max_seconds=20.0,
                 note_range=(36, 84), note_seconds=2.0),
-    # Width 96 = 12 pitch classes x 2 channels + 72 dense (the hybrid
+    # Width 96 = 12 pitch classes x 4 channels + 48 dense (the hybrid
     # embedding); at 48 MT2's CPSD and NT-Xent were worse (docs/experiments.md).
     steps=1200, batch_size=16, config_arg="runlocal,model.width=96")
 PRESETS = {

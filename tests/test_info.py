@@ -35,9 +35,9 @@ def test_mt2_info_prints_json_on_its_last_line():
   assert "parameters" in result.stdout and len(lines) > 5
   data = json.loads(lines[-1])
   # test variant, 128 frames, K=2: the paper's 24 032, with a hybrid patch embedding
-  # (Linear(84 -> 8) + 12 pitch classes x 2 channels: -2 040 + 4), LayerScale (+2 x 2 x 32)
+  # (Linear(84 -> 20) + 12 pitch classes x 1 channel: -1 020 + 2), LayerScale (+2 x 2 x 32)
   # and one class-attention block per class token (2 x 8 544, a plain block's parameters).
-  assert data["params_backbone"] == 24_032 - 2_040 + 4 + 128 + 2 * 8_544
+  assert data["params_backbone"] == 24_032 - 1_020 + 2 + 128 + 2 * 8_544
   assert data["params"] == data["params_backbone"] + sum(data["params_heads"].values())
   assert data["num_tokens"] == 2 + 128 and data["num_frames"] == 128
   assert data["flops_source"] == "xla_cost_analysis"
@@ -181,7 +181,6 @@ _DELETE = object()
     ("losses.cpsd.omega", 0.0, "losses.cpsd.omega"),
     ("data.max_offset", 6, "data.max_offset"),
     ("data.colour_db", -3.0, "data.colour_db"),
-    ("data.b_offset", "mine", "data.b_offset"),
     ("data.group_pattern", "(unclosed", "data.group_pattern"),
     ("optim.warmup_steps", 100_000, "optim.warmup_steps"),
     ("optim.end_lr", 1.0, "optim.end_lr"),

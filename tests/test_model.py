@@ -379,9 +379,8 @@ def test_pitch_structured_models_count_their_parameters(patch_embed):
                    "model.class_blocks=0")
   params = model_lib.abstract_variables(model_lib.build_model(config), 84, 646)["params"]
   d, depth = 192, 12
-  c = model_lib.pitch_embed_channels(patch_embed, d, config.model.pitch_channels)
-  assert c == {"pitch": 16, "hybrid": 2}[patch_embed]  # 'pitch': the whole token.
-  assert model_lib.pitch_embed_channels("hybrid", d) == 8  # None: half of it (runs before session 18).
+  c = model_lib.pitch_embed_channels(patch_embed, d)
+  assert c == {"pitch": 16, "hybrid": 8}[patch_embed]
   dense = d - 12 * c
   expected = (PINNED_BACKBONE_PARAMS["tiny"] - (84 * d + d) + (84 * dense + dense if dense else 0)
               + 2 * c + depth * 2 * d)
@@ -389,7 +388,7 @@ def test_pitch_structured_models_count_their_parameters(patch_embed):
 
 
 @pytest.mark.parametrize("arg, key", [
-    ("model.patch_embed=pitch", "model.width"),  # 32 is not a multiple of 12.
+    ("model.patch_embed=pitch", "model.pitch_channels"),  # 12 x 2 != width 32.
     ("model.patch_embed=bogus", "model.patch_embed"),
     ("model.patch_embed=hybrid,model.pitch_channels=3", "model.pitch_channels"),  # 36 > 32.
     ("model.layerscale=-1", "model.layerscale"),

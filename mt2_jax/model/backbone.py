@@ -24,17 +24,16 @@ PATCH_EMBEDS = ("dense", "pitch", "hybrid")
 def pitch_embed_channels(patch_embed: str, width: int, channels: int | None = None) -> int:
   """Channels per pitch class of the pitch-structured part of a token (0 for 'dense').
 
-  'pitch': all of the token (width // 12), whatever `channels` says.
-  'hybrid': `channels`, or None: half of the token (width // 24), the split of
-  runs saved before `model.pitch_channels` had a default of its own.
+  Default: all of the token for 'pitch' (width // 12), half of it for 'hybrid'
+  (width // 24).
   """
   if patch_embed == "dense":
     return 0
   if patch_embed not in PATCH_EMBEDS:
     raise ValueError(f"patch_embed must be one of {PATCH_EMBEDS}, got {patch_embed!r}")
-  if patch_embed == "pitch":
-    return width // NUM_PITCH_CLASSES
-  return channels or width // (2 * NUM_PITCH_CLASSES)
+  if channels:
+    return channels
+  return width // NUM_PITCH_CLASSES if patch_embed == "pitch" else width // (2 * NUM_PITCH_CLASSES)
 
 
 class PitchEmbed(nn.Module):
