@@ -105,6 +105,14 @@ def test_constant_head_cpsd_is_the_best_constant_score(omega):
   assert own[0.0] == pytest.approx(3.0, abs=1e-4) and own[0.0] < min(own[0.05], own[3 / 11])
 
 
+def test_collapse_detector_watches_the_views_collapse_value():
+  config = config_defaults.base_config()
+  assert [d.collapse_value for d in diagnostics.collapse_detectors(config)] == [
+      pytest.approx(3 - 27 / 121)]
+  config.data.b_offset = "own"
+  assert [d.collapse_value for d in diagnostics.collapse_detectors(config)] == [3.0]
+
+
 # -- The collapse warning. -------------------------------------------------------
 
 
