@@ -46,7 +46,7 @@ PAPER = {"model.width": 48, "model.patch_embed": "dense", "model.layerscale": 0.
          "model.detached_tokens": (), "optim.lr_scale": "", "losses.cpsd.lr_scale": 1.0,
          "losses.ntxent.include_shift_view": False, "losses.ntxent.temperature": 0.1,
          "data.group_pattern": "", "losses.ntxent.pairs": "all", "data.b_offset": "shared",
-         "model.pitch_channels": None}
+         "model.pitch_channels": None, "model.token_reads": "all"}
 PITCH = {**PAPER, "model.patch_embed": "pitch", "model.layerscale": 0.01}
 HYBRID = {**PAPER, "model.patch_embed": "hybrid", "model.layerscale": 0.01}
 HINGE = {**HYBRID, "losses.cpsd.spread_weight": 1.0}
@@ -314,6 +314,21 @@ EXPERIMENTS = {
     # hinge, LayerScale) keep CPSD learning without the pitch-folded half?
     "mt2_s12_dense": ("mt2", {**S12, "model.patch_embed": "dense"}),
     "eq_s12_dense": ("equivariant_only", {**S12, "model.patch_embed": "dense"}),
+
+    # Session 19: the frame token's dense channels carry the timbre and its
+    # pitch-folded ones the key (session 18). Each class token reads only its
+    # own part of the blocks' output frames (model.token_reads='split'): the
+    # equivariant token the pitch-folded channels, the contrastive token the
+    # dense ones. Does that keep CPSD's escape reliable at c=2 and give the
+    # contrastive token the instrument reading of the dense embedding?
+    "mt2_s12_split": ("mt2", {**S12, "model.token_reads": "split"}),
+    "con_s12_split": ("contrastive_only", {**S12, "model.token_reads": "split"}),
+    "eq_s12_split": ("equivariant_only", {**S12, "model.token_reads": "split"}),
+    "mt2_s12_pc2_split": ("mt2", {**S12, "model.pitch_channels": 2, "model.token_reads": "split"}),
+    "con_s12_pc2_split": ("contrastive_only", {**S12, "model.pitch_channels": 2,
+                                               "model.token_reads": "split"}),
+    "eq_s12_pc2_split": ("equivariant_only", {**S12, "model.pitch_channels": 2,
+                                              "model.token_reads": "split"}),
 }
 # The curves of docs/experiments_cpsd.png (OUT/cpsd_curves.png); all rows when none ran.
 PLOTTED = ("eq_paper", "eq_hybrid", "eq_hybrid_hinge", "mt2_hybrid", "mt2_hybrid_shiftpos",

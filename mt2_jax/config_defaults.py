@@ -112,6 +112,11 @@ def base_config() -> ml_collections.ConfigDict:
       # their losses train their own class blocks and heads, not the shared
       # blocks (needs class_blocks; docs/experiments.md, session 10).
       detached_tokens=(),
+      # Which channels of the frames each class token's class blocks read
+      # (needs class_blocks and the 'hybrid' patch embedding): 'all', or
+      # 'split': a token bound to a CPSD loss reads the pitch-structured
+      # channels only, the others the dense ones (ViT1D.token_reads).
+      token_reads="all",
       # Unset (None): the variant's. Set one to vary a single dimension, e.g.
       # --config.model.depth=4.
       width=config_dict.placeholder(int),

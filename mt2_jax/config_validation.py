@@ -129,6 +129,13 @@ def check_model(config) -> None:
     unknown = sorted(set(detached) - set(model.class_tokens))
     if unknown:
       _fail("model.detached_tokens", f"{unknown} are not class tokens {tuple(model.class_tokens)}")
+  reads = model.get("token_reads", "all")
+  if reads not in model_lib.TOKEN_READS:
+    _fail("model.token_reads", f"unknown {reads!r}; known: {model_lib.TOKEN_READS}")
+  if reads != "all" and (not model.get("class_blocks", 0)
+                         or model.get("patch_embed", "dense") != "hybrid"):
+    _fail("model.token_reads", f"{reads!r} gives each class token's class blocks one part of "
+          "the frame token: it needs model.class_blocks > 0 and model.patch_embed 'hybrid'")
   attention = model.get("attention", "auto")
   if attention not in model_lib.ATTENTION_IMPLEMENTATIONS:
     _fail("model.attention", f"unknown {attention!r}; known: {model_lib.ATTENTION_IMPLEMENTATIONS}")

@@ -27,15 +27,16 @@ from mt2_jax.model.heads import (EQUIVARIANT_HEADS, LOSS_KINDS, PROJECTORS, Cont
                                  EquivariantHead, HeadSpec)
 from mt2_jax.model.layers import (ATTENTION_IMPLEMENTATIONS, LAYERSCALE_TOKENS, EncoderBlock,
                                   ClassAttentionBlock, SelfAttention, attention_implementation)
-from mt2_jax.model.mt2 import (MT2, VARIANTS, abstract_variables, build_model, count_params, head_specs,
-                              model_dims, shift_view_detached)
+from mt2_jax.model.mt2 import (MT2, TOKEN_READS, VARIANTS, abstract_variables, build_model,
+                              count_params, head_specs, model_dims, shift_view_detached, token_reads)
 from mt2_jax.sharding import LOGICAL_AXIS_RULES, logical_axis_rules, param_shardings
 
 __all__ = [
     "ATTENTION_IMPLEMENTATIONS", "CLASS_TOKEN_INITS", "EQUIVARIANT_HEADS", "LAYERSCALE_TOKENS",
     "LOGICAL_AXIS_RULES", "LOSS_KINDS", "MT2", "ClassAttentionBlock",
-    "NUM_PITCH_CLASSES", "PATCH_EMBEDS", "PROJECTORS", "VARIANTS", "ContrastiveHead", "EncoderBlock",
+    "NUM_PITCH_CLASSES", "PATCH_EMBEDS", "PROJECTORS", "TOKEN_READS", "VARIANTS", "ContrastiveHead", "EncoderBlock",
     "EquivariantHead", "HeadSpec", "PitchEmbed", "SelfAttention", "ViT1D", "abstract_variables",
     "attention_implementation", "build_model", "count_params", "head_specs", "logical_axis_rules",
     "model_dims", "param_shardings", "pitch_embed_channels", "shift_view_detached",
+    "token_reads",
 ]

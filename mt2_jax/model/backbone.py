@@ -18,6 +18,8 @@ from mt2_jax.keys import NUM_PITCH_CLASSES
 
 CLASS_TOKEN_INITS = ("mean", "vector")  # ViT1D.class_token_init.
 
+TOKEN_READS = ("all", "pitch", "dense")  # ViT1D.token_reads: which channels a class token reads.
+
 PATCH_EMBEDS = ("dense", "pitch", "hybrid")
 
 
@@ -95,6 +97,12 @@ class ViT1D(nn.Module):
   # own class blocks there, not the blocks shared with the other tokens (only
   # the final LayerNorm's scale and bias stay shared).
   detached_tokens: tuple[str, ...] = ()
+  # With class_blocks, one of TOKEN_READS per class token (empty: 'all' for
+  # each): the channels of the blocks' output frames its class blocks read,
+  # the pitch-structured ones (the first 12c, as _embed_frames lays them out)
+  # or the dense rest; the others are zeroed. LayerScale keeps the blocks
+  # near the identity, so the layout of the frame embedding survives them.
+  token_reads: tuple[str, ...] = ()
 
   @nn.compact
   def __call__(self, x, *, train: bool = False, detach_rows=None):
@@ -143,14 +151,19 @@ class ViT1D(nn.Module):
       for k, name in enumerate(self.class_tokens):
         c = cls_bkd[:, k:k + 1]
         read = h  # What this token's class blocks read.
+        mask = self._read_mask(k)
+        if mask is not None:
+          read = h * mask
+          if self.class_token_init == "mean":  # c = v + the mean of what it reads.
+            c = c - jnp.mean(h - read, axis=1, keepdims=True)
         if name in self.detached_tokens:
           detach = jax.lax.stop_gradient
           if detach_rows is not None:
             rows = jnp.asarray(detach_rows, bool)[:, None, None]
             detach = lambda t, rows=rows: jnp.where(rows, jax.lax.stop_gradient(t), t)
-          read = detach(h)
+          m = jnp.mean(read, axis=1, keepdims=True)
+          read = detach(read)
           if self.class_token_init == "mean":  # Its start reads the frames, too: c = v + m.
-            m = jnp.mean(h, axis=1, keepdims=True)
             c = c - (m - detach(m))  # The same value, m's gradient stopped.
         for j in range(self.class_blocks):
           c = ClassAttentionBlock(self.num_heads, self.mlp_dim, dtype=self.dtype,
@@ -181,6 +194,21 @@ class ViT1D(nn.Module):
       raise ValueError(f"class_token_init must be one of {CLASS_TOKEN_INITS}, "
                        f"got {self.class_token_init!r}")
     return cls_bkd
+
+  def _read_mask(self, k: int):
+    """[d] 0/1, or None for all: the channels class token k reads (token_reads)."""
+    reads = self.token_reads[k] if self.token_reads else "all"
+    if reads == "all":
+      return None
+    if reads not in TOKEN_READS:
+      raise ValueError(f"token_reads must hold values of {TOKEN_READS}, got {reads!r}")
+    pitch_width = NUM_PITCH_CLASSES * pitch_embed_channels(
+        self.patch_embed, self.width, self.pitch_channels)
+    if not 0 < pitch_width < self.width:
+      raise ValueError(f"token_reads {reads!r} needs both pitch-structured and dense channels "
+                       f"(patch_embed 'hybrid'), have {pitch_width} of {self.width} pitch channels")
+    is_pitch = jnp.arange(self.width) < pitch_width
+    return (is_pitch if reads == "pitch" else ~is_pitch).astype(self.dtype)
 
   def _embed_frames(self, x_btk):
     """[B, T, bins] -> [B, T, d]: dense, pitch-structured, or both side by side."""

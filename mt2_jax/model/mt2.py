@@ -82,6 +82,21 @@ def detached_tokens(config) -> tuple[str, ...]:
   return tuple(config.model.get("detached_tokens", ()))
 
 
+TOKEN_READS = ("all", "split")  # config.model.token_reads.
+
+
+def token_reads(config) -> tuple[str, ...]:
+  """ViT1D.token_reads of config.model.token_reads: () for 'all'; for 'split',
+  'pitch' for the tokens of CPSD losses and 'dense' for the others."""
+  mode = config.model.get("token_reads", "all")
+  if mode == "all":
+    return ()
+  if mode != "split":
+    raise ValueError(f"config.model.token_reads: unknown {mode!r}; known: {TOKEN_READS}")
+  cpsd_tokens = {l.token for l in config.losses.values() if l.kind == "cpsd"}
+  return tuple("pitch" if t in cpsd_tokens else "dense" for t in config.model.class_tokens)
+
+
 def build_model(config) -> MT2:
   """The MT2 module described by `config.model`, `config.data` and `config.losses`."""
   backbone = ViT1D(
@@ -100,6 +115,7 @@ def build_model(config) -> MT2:
       layerscale_tokens=config.model.get("layerscale_tokens", "all"),
       class_blocks=config.model.get("class_blocks", 0),
       detached_tokens=detached_tokens(config),
+      token_reads=token_reads(config),
       name="backbone")
   return MT2(backbone=backbone, heads=head_specs(config))
 

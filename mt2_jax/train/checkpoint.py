@@ -77,7 +77,8 @@ def load_config(workdir) -> ml_collections.ConfigDict:
 
 # Keys added after runs were saved, with the value that does what their absence
 # did: an old run missing one is not changed by its default.
-ADDED_KEYS = {"data.group_pattern": "", "losses.ntxent.pairs": "all", "data.b_offset": "shared"}
+ADDED_KEYS = {"data.group_pattern": "", "losses.ntxent.pairs": "all", "data.b_offset": "shared",
+              "model.token_reads": "all"}
 
 
 def config_changes(old, new, ignore=()) -> list[str]:
