@@ -329,6 +329,11 @@ EXPERIMENTS = {
                                                "model.token_reads": "split"}),
     "eq_s12_pc2_split": ("equivariant_only", {**S12, "model.pitch_channels": 2,
                                               "model.token_reads": "split"}),
+    # Only the contrastive token restricted (to the dense channels): the
+    # equivariant one reads every channel, as in the defaults.
+    "mt2_s12_conread": ("mt2", {**S12, "model.token_reads": "dense"}),
+    "mt2_s12_pc2_conread": ("mt2", {**S12, "model.pitch_channels": 2,
+                                    "model.token_reads": "dense"}),
 }
 # The curves of docs/experiments_cpsd.png (OUT/cpsd_curves.png); all rows when none ran.
 PLOTTED = ("eq_paper", "eq_hybrid", "eq_hybrid_hinge", "mt2_hybrid", "mt2_hybrid_shiftpos",

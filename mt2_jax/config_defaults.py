@@ -115,7 +115,8 @@ def base_config() -> ml_collections.ConfigDict:
       # Which channels of the frames each class token's class blocks read
       # (needs class_blocks and the 'hybrid' patch embedding): 'all', or
       # 'split': a token bound to a CPSD loss reads the pitch-structured
-      # channels only, the others the dense ones (ViT1D.token_reads).
+      # channels only, the others the dense ones; 'dense': the tokens of no
+      # CPSD loss read the dense channels, the others all (ViT1D.token_reads).
       token_reads="all",
       # Unset (None): the variant's. Set one to vary a single dimension, e.g.
       # --config.model.depth=4.

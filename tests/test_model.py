@@ -398,7 +398,7 @@ def test_pitch_structured_models_count_their_parameters(patch_embed):
     ("losses.cpsd.spread_weight=-1", "losses.cpsd.spread_weight"),
     ("model.class_blocks=-1", "model.class_blocks"),
     ("model.class_blocks=1,model.class_token_attention=isolated", "model.class_token_attention"),
-    ("model.token_reads=pitch", "model.token_reads"),  # 'split' or 'all'.
+    ("model.token_reads=pitch", "model.token_reads"),  # 'all', 'split' or 'dense'.
     ("model.token_reads=split,model.class_blocks=0", "model.token_reads"),
     ("model.token_reads=split,model.patch_embed=dense", "model.token_reads"),
 ])
@@ -507,11 +507,12 @@ def test_a_detached_token_trains_its_own_class_block_and_not_the_shared_blocks()
       config_validation.validate(config)
 
 
-@pytest.mark.parametrize("reads", ["all", "split"])
+@pytest.mark.parametrize("reads", ["all", "split", "dense"])
 def test_split_reads_give_each_token_its_own_part_of_the_frame_token(reads):
   """model.token_reads='split': with no block to mix the channels (depth 0), the
   equivariant token depends on the pitch-structured embedding only and the
-  contrastive token on the dense one; with 'all' each depends on both."""
+  contrastive token on the dense one; 'dense' restricts the contrastive token
+  only; with 'all' each depends on both."""
   config = _config(f"runlocal,frames=16,model.class_blocks=1,model.depth=0,"
                    f"model.token_reads={reads}")
   model = model_lib.build_model(config)
@@ -521,7 +522,7 @@ def test_split_reads_give_each_token_its_own_part_of_the_frame_token(reads):
     grads = jax.grad(lambda p: jnp.sum(jnp.sin(model.apply(
         {"params": p}, x, with_heads=False)[f"cls_{token}"])))(params)["backbone"]
     pitch, dense = _norm(grads["pitch_embed"]), _norm(grads["patch_embed"])
-    if reads == "all":
+    if reads == "all" or (reads == "dense" and token == "equivariant"):
       assert pitch > 0 and dense > 0
     elif token == "equivariant":
       assert pitch > 0 and dense == 0.0
@@ -535,6 +536,8 @@ def test_split_reads_bind_the_pitch_channels_to_every_cpsd_token():
   config.model.class_tokens = ("equivariant", "contrastive", "semitone")
   config.losses.cpsd_semitone = dict(config.losses.cpsd.to_dict(), token="semitone", omega=1 / 12)
   assert model_lib.token_reads(config) == ("pitch", "dense", "pitch")
+  config.model.token_reads = "dense"  # Only the tokens of no CPSD loss restricted.
+  assert model_lib.token_reads(config) == ("all", "dense", "all")
   del config.losses.cpsd, config.losses.cpsd_semitone  # Contrastive only: no pitch reader.
   assert model_lib.token_reads(config) == ("dense", "dense", "dense")
   assert model_lib.token_reads(_config("runlocal")) == ()

@@ -82,19 +82,21 @@ def detached_tokens(config) -> tuple[str, ...]:
   return tuple(config.model.get("detached_tokens", ()))
 
 
-TOKEN_READS = ("all", "split")  # config.model.token_reads.
+TOKEN_READS = ("all", "split", "dense")  # config.model.token_reads.
 
 
 def token_reads(config) -> tuple[str, ...]:
-  """ViT1D.token_reads of config.model.token_reads: () for 'all'; for 'split',
-  'pitch' for the tokens of CPSD losses and 'dense' for the others."""
+  """ViT1D.token_reads of config.model.token_reads: () for 'all'; 'dense' for
+  the tokens of no CPSD loss; the tokens of CPSD losses 'pitch' with 'split',
+  'all' with 'dense'."""
   mode = config.model.get("token_reads", "all")
   if mode == "all":
     return ()
-  if mode != "split":
+  if mode not in TOKEN_READS:
     raise ValueError(f"config.model.token_reads: unknown {mode!r}; known: {TOKEN_READS}")
   cpsd_tokens = {l.token for l in config.losses.values() if l.kind == "cpsd"}
-  return tuple("pitch" if t in cpsd_tokens else "dense" for t in config.model.class_tokens)
+  cpsd_reads = "pitch" if mode == "split" else "all"
+  return tuple(cpsd_reads if t in cpsd_tokens else "dense" for t in config.model.class_tokens)
 
 
 def build_model(config) -> MT2:
