@@ -38,13 +38,14 @@ ALIASES = {
 def base_config() -> ml_collections.ConfigDict:
   """MT2 (docs/design.md §1): ViT-1D tiny, K=2 tokens, CPSD + NT-Xent, paper-sized run.
 
-  Six defaults depart from the paper's recipe as we read it, because with it
-  the equivariant head collapses and the contrastive half pays for the
+  Seven defaults depart from the paper's recipe as we read it, because with
+  it the equivariant head collapses and the contrastive half pays for the
   equivariant one (docs/experiments.md): a hybrid patch embedding (half
   pitch-structured), LayerScale 0.01, the anti-collapse hinge on CPSD, an
   MLP projector for NT-Xent, a class-attention block of its own for each
-  class token, and 3x the learning rate for CPSD's head and its token's
-  class block. The `paper` preset restores the paper's reading.
+  class token, reading its own part of the frame token, and 3x the
+  learning rate for CPSD's head and its token's class block. The `paper`
+  preset restores the paper's reading.
   """
   config = ml_collections.ConfigDict()
   config.seed = 0
@@ -113,11 +114,14 @@ def base_config() -> ml_collections.ConfigDict:
       # blocks (needs class_blocks; docs/experiments.md, session 10).
       detached_tokens=(),
       # Which channels of the frames each class token's class blocks read
-      # (needs class_blocks and the 'hybrid' patch embedding): 'all', or
-      # 'split': a token bound to a CPSD loss reads the pitch-structured
-      # channels only, the others the dense ones; 'dense': the tokens of no
-      # CPSD loss read the dense channels, the others all (ViT1D.token_reads).
-      token_reads="all",
+      # (needs class_blocks and the 'hybrid' patch embedding): 'all' (the
+      # paper's reading), 'split': a token bound to a CPSD loss reads the
+      # pitch-structured channels only, the others the dense ones; 'dense':
+      # the tokens of no CPSD loss read the dense channels, the others all
+      # (ViT1D.token_reads). 'split' by default: the contrastive token then
+      # holds no key and reads more instruments, and CPSD learns as well
+      # (three seeds, docs/experiments.md, session 19).
+      token_reads="split",
       # Unset (None): the variant's. Set one to vary a single dimension, e.g.
       # --config.model.depth=4.
       width=config_dict.placeholder(int),
@@ -212,6 +216,7 @@ def paper(config: ml_collections.ConfigDict) -> None:
   config.model.layerscale = 0.0
   config.model.class_token_init = "mean"
   config.model.class_blocks = 0
+  config.model.token_reads = "all"
   for loss in config.losses.values():
     loss.lr_scale = 1.0  # One learning rate.
     if loss.kind == "cpsd":

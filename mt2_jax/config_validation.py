@@ -129,13 +129,6 @@ def check_model(config) -> None:
     unknown = sorted(set(detached) - set(model.class_tokens))
     if unknown:
       _fail("model.detached_tokens", f"{unknown} are not class tokens {tuple(model.class_tokens)}")
-  reads = model.get("token_reads", "all")
-  if reads not in model_lib.TOKEN_READS:
-    _fail("model.token_reads", f"unknown {reads!r}; known: {model_lib.TOKEN_READS}")
-  if reads != "all" and (not model.get("class_blocks", 0)
-                         or model.get("patch_embed", "dense") != "hybrid"):
-    _fail("model.token_reads", f"{reads!r} gives each class token's class blocks one part of "
-          "the frame token: it needs model.class_blocks > 0 and model.patch_embed 'hybrid'")
   attention = model.get("attention", "auto")
   if attention not in model_lib.ATTENTION_IMPLEMENTATIONS:
     _fail("model.attention", f"unknown {attention!r}; known: {model_lib.ATTENTION_IMPLEMENTATIONS}")
@@ -160,6 +153,14 @@ def check_model(config) -> None:
           f"got 12 x {pitch_c}")
   if 12 * pitch_c > dims["width"]:
     _fail("model.pitch_channels", f"12 x {pitch_c} exceeds the width {dims['width']}")
+  reads = model.get("token_reads", "all")
+  if reads not in model_lib.TOKEN_READS:
+    _fail("model.token_reads", f"unknown {reads!r}; known: {model_lib.TOKEN_READS}")
+  if reads != "all" and (not model.get("class_blocks", 0) or patch_embed != "hybrid"
+                         or 12 * pitch_c == dims["width"]):
+    _fail("model.token_reads", f"{reads!r} gives each class token's class blocks one part of "
+          "the frame token: it needs model.class_blocks > 0 and model.patch_embed 'hybrid' with "
+          "dense channels left (12 x pitch_channels < width); 'all' reads the whole token")
   _number(config, "model.layerscale", low=0)
   for key, default, known in (("class_token_init", "mean", model_lib.CLASS_TOKEN_INITS),
                               ("layerscale_tokens", "all", model_lib.LAYERSCALE_TOKENS)):

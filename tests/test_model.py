@@ -394,7 +394,7 @@ def test_pitch_structured_models_count_their_parameters(patch_embed):
     ("model.layerscale=-1", "model.layerscale"),
     ("model.layerscale_tokens=cls", "model.layerscale_tokens"),
     ("model.class_token_init=zeros", "model.class_token_init"),
-    ("model.patch_embed=dense,losses.cpsd.head=shared", "losses.cpsd.head"),
+    ("model.patch_embed=dense,model.token_reads=all,losses.cpsd.head=shared", "losses.cpsd.head"),
     ("losses.cpsd.spread_weight=-1", "losses.cpsd.spread_weight"),
     ("model.class_blocks=-1", "model.class_blocks"),
     ("model.class_blocks=1,model.class_token_attention=isolated", "model.class_token_attention"),
@@ -531,7 +531,7 @@ def test_split_reads_give_each_token_its_own_part_of_the_frame_token(reads):
 
 
 def test_split_reads_bind_the_pitch_channels_to_every_cpsd_token():
-  config = _config("runlocal,model.token_reads=split")
+  config = _config("runlocal")  # The default.
   assert model_lib.token_reads(config) == ("pitch", "dense")
   config.model.class_tokens = ("equivariant", "contrastive", "semitone")
   config.losses.cpsd_semitone = dict(config.losses.cpsd.to_dict(), token="semitone", omega=1 / 12)
@@ -540,7 +540,7 @@ def test_split_reads_bind_the_pitch_channels_to_every_cpsd_token():
   assert model_lib.token_reads(config) == ("all", "dense", "all")
   del config.losses.cpsd, config.losses.cpsd_semitone  # Contrastive only: no pitch reader.
   assert model_lib.token_reads(config) == ("dense", "dense", "dense")
-  assert model_lib.token_reads(_config("runlocal")) == ()
+  assert model_lib.token_reads(_config("runlocal,paper")) == ()
 
 
 def test_detach_shift_view_keeps_a_prime_out_of_the_shared_blocks():
@@ -575,7 +575,8 @@ def test_detach_shift_view_keeps_a_prime_out_of_the_shared_blocks():
   assert _norm(jax.tree.map(jnp.subtract, got["backbone"]["block00"],
                             full["backbone"]["block00"])) > 1e-3
   for key, value in (("include_shift_view", False), ("detach_shift_view", True)):
-    bad = _config("runlocal,frames=16,model.class_blocks=0" if value else "runlocal,frames=16")
+    bad = _config("runlocal,frames=16,model.class_blocks=0,model.token_reads=all" if value
+                  else "runlocal,frames=16")
     bad.losses.ntxent.detach_shift_view = True
     bad.losses.ntxent.include_shift_view = key != "include_shift_view"
     from mt2_jax import config_validation

@@ -104,6 +104,7 @@ def audio_dir(tmp_path_factory):
 def small_config(data_dir):
   config = config_defaults.apply_arg(config_defaults.base_config(), "runlocal")
   config.model.class_blocks = 0  # As tests/test_train.py's small_config: compiles faster.
+  config.model.token_reads = "all"
   config.data_dir = data_dir
   config.data.segment_frames = 32
   config.total_steps = 8

@@ -47,6 +47,7 @@ def small_config(data_dir, overrides=None, **kw):
   # on where the class tokens meet the frames; without class-attention blocks the
   # step compiles ~1/3 faster (test_model.py and the sharding test cover them).
   config.model.class_blocks = 0
+  config.model.token_reads = "all"  # Class blocks to split the frame token between: none.
   config.data_dir = data_dir
   config.data.segment_frames = 32
   config.total_steps = 12
@@ -276,7 +277,8 @@ def test_two_processes_give_the_losses_of_one(data_dir, tmp_path):
   import sys
   overrides = ["--config.data.segment_frames=32", "--config.total_steps=6", "--config.log_every=2",
                "--config.checkpoint_every=3", f"--config.data_dir={data_dir}", "--noprogress",
-               "--config.model.class_blocks=0"]  # As small_config: compiles faster.
+               "--config.model.class_blocks=0",  # As small_config: compiles faster.
+               "--config.model.token_reads=all"]
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   mt2 = [sys.executable, "-m", "mt2_jax.cli", "train", "--config=configs/mt2.py:runlocal"]
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}

@@ -146,25 +146,20 @@ class ViT1D(nn.Module):
                 name=f"block{i:02d}")(h, mask, train)
 
     if self.class_blocks:  # Each class token reads the blocks' output frames h [B, T, d].
-      cls_bkd = self._class_tokens(batch, h)
+      cls_bkd = self._class_tokens(batch, None)  # The vectors; + the mean of what each reads.
       tokens = []
       for k, name in enumerate(self.class_tokens):
-        c = cls_bkd[:, k:k + 1]
-        read = h  # What this token's class blocks read.
         mask = self._read_mask(k)
-        if mask is not None:
-          read = h * mask
-          if self.class_token_init == "mean":  # c = v + the mean of what it reads.
-            c = c - jnp.mean(h - read, axis=1, keepdims=True)
+        read = h if mask is None else h * mask  # What this token's class blocks read.
         if name in self.detached_tokens:
-          detach = jax.lax.stop_gradient
-          if detach_rows is not None:
+          if detach_rows is None:
+            read = jax.lax.stop_gradient(read)
+          else:
             rows = jnp.asarray(detach_rows, bool)[:, None, None]
-            detach = lambda t, rows=rows: jnp.where(rows, jax.lax.stop_gradient(t), t)
-          m = jnp.mean(read, axis=1, keepdims=True)
-          read = detach(read)
-          if self.class_token_init == "mean":  # Its start reads the frames, too: c = v + m.
-            c = c - (m - detach(m))  # The same value, m's gradient stopped.
+            read = jnp.where(rows, jax.lax.stop_gradient(read), read)
+        c = cls_bkd[:, k:k + 1]
+        if self.class_token_init == "mean":
+          c = c + jnp.mean(read, axis=1, keepdims=True)
         for j in range(self.class_blocks):
           c = ClassAttentionBlock(self.num_heads, self.mlp_dim, dtype=self.dtype,
                                   dropout=self.dropout, name=f"cls_{name}_block{j:02d}")(c, read, train)
@@ -179,18 +174,18 @@ class ViT1D(nn.Module):
     return out
 
   def _class_tokens(self, batch: int, frames_btd):
-    """[B, K, d]: each token's learnable vector (+ the mean of `frames_btd` with
-    'mean': the projected frames before the position embedding, so that it does
-    not depend on where a window sits in the table; the blocks' output frames
-    with class_blocks)."""
+    """[B, K, d]: each token's learnable vector (+ with 'mean', the mean of
+    `frames_btd`: the projected frames before the position embedding, so that
+    it does not depend on where a window sits in the table; None: the vectors
+    alone, for the class blocks to add the mean of what each reads)."""
     cls_vectors = self.param(
         "cls", logical_init(nn.initializers.normal(0.02), "classes", "embed"),
         (len(self.class_tokens), self.width), jnp.float32)
     cls_bkd = jnp.broadcast_to(cls_vectors.astype(self.dtype)[None],
                                (batch, len(self.class_tokens), self.width))
-    if self.class_token_init == "mean":
+    if self.class_token_init == "mean" and frames_btd is not None:
       return cls_bkd + jnp.mean(frames_btd, axis=1, keepdims=True)  # + frame mean [B, 1, d]
-    if self.class_token_init != "vector":
+    if self.class_token_init not in CLASS_TOKEN_INITS:
       raise ValueError(f"class_token_init must be one of {CLASS_TOKEN_INITS}, "
                        f"got {self.class_token_init!r}")
     return cls_bkd
