@@ -34,9 +34,9 @@ from mt2_jax.sharding import LOGICAL_AXIS_RULES, logical_axis_rules, param_shard
 __all__ = [
     "ATTENTION_IMPLEMENTATIONS", "CLASS_TOKEN_INITS", "EQUIVARIANT_HEADS", "LAYERSCALE_TOKENS",
     "LOGICAL_AXIS_RULES", "LOSS_KINDS", "MT2", "ClassAttentionBlock",
-    "NUM_PITCH_CLASSES", "PATCH_EMBEDS", "PROJECTORS", "TOKEN_READS", "VARIANTS", "ContrastiveHead", "EncoderBlock",
-    "EquivariantHead", "HeadSpec", "PitchEmbed", "SelfAttention", "ViT1D", "abstract_variables",
-    "attention_implementation", "build_model", "count_params", "head_specs", "logical_axis_rules",
-    "model_dims", "param_shardings", "pitch_embed_channels", "shift_view_detached",
-    "token_reads",
+    "NUM_PITCH_CLASSES", "PATCH_EMBEDS", "PROJECTORS", "TOKEN_READS", "VARIANTS", "ContrastiveHead",
+    "EncoderBlock", "EquivariantHead", "HeadSpec", "PitchEmbed", "SelfAttention", "ViT1D",
+    "abstract_variables", "attention_implementation", "build_model", "count_params", "head_specs",
+    "logical_axis_rules", "model_dims", "param_shardings", "pitch_embed_channels",
+    "shift_view_detached", "token_reads",
 ]
