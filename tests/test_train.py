@@ -141,6 +141,7 @@ def test_lr_scale_multiplies_one_parts_updates_and_keeps_the_state_structure():
   assert f["['head_cpsd2']['bias']"] == pytest.approx(1, rel=1e-6)
   config.optim.lr_scale = ""
   config.model.class_blocks = 0  # No class block of its own: the head alone.
+  config.model.token_reads = "all"
   f = factors(config)
   assert {k for k, v in f.items() if abs(v - 3) < 1e-5} == {"['head_cpsd']['dense']['kernel']"}
 
