@@ -541,6 +541,9 @@ def test_split_reads_bind_the_pitch_channels_to_every_cpsd_token():
   del config.losses.cpsd, config.losses.cpsd_semitone  # Contrastive only: no pitch reader.
   assert model_lib.token_reads(config) == ("dense", "dense", "dense")
   assert model_lib.token_reads(_config("runlocal,paper")) == ()
+  # A run saved before the knob existed (no key in its config.json) read every channel.
+  del config.model["token_reads"]
+  assert model_lib.token_reads(config) == ()
 
 
 def test_detach_shift_view_keeps_a_prime_out_of_the_shared_blocks():
