@@ -334,6 +334,10 @@ EXPERIMENTS = {
     "mt2_s12_conread": ("mt2", {**S12, "model.token_reads": "dense"}),
     "mt2_s12_pc2_conread": ("mt2", {**S12, "model.pitch_channels": 2,
                                     "model.token_reads": "dense"}),
+    # With the split, CPSD learned late on gm with seed 0: do its parts at 5x
+    # (head and class block) leave the plateau sooner there?
+    "mt2_s12_split_eqlr5x": ("mt2", {**S12, "model.token_reads": "split",
+                                     "losses.cpsd.lr_scale": 5.0}),
     # 'split' became the default (dry validation, three seeds: the contrastive
     # token's key 0.73-0.77 -> 0.08-0.26, instruments up, CPSD as low; on gm
     # CPSD learned late with seed 0). The pc2 entries were not run.
