@@ -338,6 +338,7 @@ EXPERIMENTS = {
     # (head and class block) leave the plateau sooner there?
     "mt2_s12_split_eqlr5x": ("mt2", {**S12, "model.token_reads": "split",
                                      "losses.cpsd.lr_scale": 5.0}),
+    # No: CPSD 1.409 over the last 10% (1.156 at 3x), zero-shot 0.36 (gm, seed 0).
     # 'split' became the default (dry validation, three seeds: the contrastive
     # token's key 0.73-0.77 -> 0.08-0.26, instruments up, CPSD as low; on gm
     # CPSD learned late with seed 0). The pc2 entries were not run.
