@@ -18,7 +18,9 @@ from mt2_jax.keys import NUM_PITCH_CLASSES
 
 CLASS_TOKEN_INITS = ("mean", "vector")  # ViT1D.class_token_init.
 
-TOKEN_READS = ("all", "pitch", "dense")  # ViT1D.token_reads: which channels a class token reads.
+# ViT1D.token_reads: which channels of the frames a class token reads (the
+# config's modes, model.TOKEN_READS, map to these per token: model.token_reads).
+READ_CHANNELS = ("all", "pitch", "dense")
 
 PATCH_EMBEDS = ("dense", "pitch", "hybrid")
 
@@ -97,7 +99,7 @@ class ViT1D(nn.Module):
   # own class blocks there, not the blocks shared with the other tokens (only
   # the final LayerNorm's scale and bias stay shared).
   detached_tokens: tuple[str, ...] = ()
-  # With class_blocks, one of TOKEN_READS per class token (empty: 'all' for
+  # With class_blocks, one of READ_CHANNELS per class token (empty: 'all' for
   # each): the channels of the blocks' output frames its class blocks read,
   # the pitch-structured ones (the first 12c, as _embed_frames lays them out)
   # or the dense rest; the others are zeroed. LayerScale keeps the blocks
@@ -195,8 +197,8 @@ class ViT1D(nn.Module):
     reads = self.token_reads[k] if self.token_reads else "all"
     if reads == "all":
       return None
-    if reads not in TOKEN_READS:
-      raise ValueError(f"token_reads must hold values of {TOKEN_READS}, got {reads!r}")
+    if reads not in READ_CHANNELS:
+      raise ValueError(f"token_reads must hold values of {READ_CHANNELS}, got {reads!r}")
     pitch_width = NUM_PITCH_CLASSES * pitch_embed_channels(
         self.patch_embed, self.width, self.pitch_channels)
     if not 0 < pitch_width < self.width:
