@@ -341,7 +341,16 @@ EXPERIMENTS = {
     # No: CPSD 1.409 over the last 10% (1.156 at 3x), zero-shot 0.36 (gm, seed 0).
     # 'split' became the default (dry validation, three seeds: the contrastive
     # token's key 0.73-0.77 -> 0.08-0.26, instruments up, CPSD as low; on gm
-    # CPSD learned late with seed 0). The pc2 entries were not run.
+    # CPSD learned late with seed 0).
+
+    # Session 20. On gm the zero-shot readout is weak even where CPSD learned
+    # (0.48 at CPSD 0.669): equivariance fixes the profile's shifts within a
+    # track, not which phase a key gets, and a dense head may give each timbre
+    # its own phase. With the split the equivariant token's first 12c channels
+    # keep the pitch-class layout; the head shared across the 12 rotations
+    # reads them so, and ties each key's phase to its pitch classes.
+    "mt2_s12_split_shared": ("mt2", {**S12, "model.token_reads": "split",
+                                     "losses.cpsd.head": "shared"}),
 }
 # The curves of docs/experiments_cpsd.png (OUT/cpsd_curves.png); all rows when none ran.
 PLOTTED = ("eq_paper", "eq_hybrid", "eq_hybrid_hinge", "mt2_hybrid", "mt2_hybrid_shiftpos",
