@@ -32,7 +32,7 @@ import numpy as np
 # The demo's runs, in demo.RUNS order, as experiments (tests/test_demo.py checks they
 # are); session 8: mt2_cait,con_cait,eq_cait; session 11: mt2_cait_eqlr3x,con_cait,eq_cait_eqlr3x;
 # session 12: mt2_cait_eqlr3x_shiftpos,con_cait_shiftpos,eq_cait_eqlr3x.
-DEFAULTS = "mt2_s12_split,con_s12_split,eq_s12_split"
+DEFAULTS = "mt2_s12_conread,con_s12_conread,eq_s12_conread"
 SCORES = ("key", "key_signature", "instrument", "chorale_instrument")
 
 

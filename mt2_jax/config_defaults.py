@@ -118,10 +118,11 @@ def base_config() -> ml_collections.ConfigDict:
       # paper's reading), 'split': a token bound to a CPSD loss reads the
       # pitch-structured channels only, the others the dense ones; 'dense':
       # the tokens of no CPSD loss read the dense channels, the others all
-      # (ViT1D.token_reads). 'split' by default: the contrastive token then
-      # holds no key and reads more instruments, and CPSD learns as well
-      # (three seeds, docs/experiments.md, session 19).
-      token_reads="split",
+      # (ViT1D.token_reads). 'dense' by default: the contrastive token then
+      # reads more instruments and less key than with 'all' (session 19), and
+      # CPSD left its plateau with each of three seeds on the gm corpus, where
+      # with 'split' it was late with one (docs/experiments.md, session 20).
+      token_reads="dense",
       # Unset (None): the variant's. Set one to vary a single dimension, e.g.
       # --config.model.depth=4.
       width=config_dict.placeholder(int),

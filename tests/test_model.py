@@ -531,7 +531,9 @@ def test_split_reads_give_each_token_its_own_part_of_the_frame_token(reads):
 
 
 def test_split_reads_bind_the_pitch_channels_to_every_cpsd_token():
-  config = _config("runlocal")  # The default.
+  # The default, 'dense': only the contrastive token restricted.
+  assert model_lib.token_reads(_config("runlocal")) == ("all", "dense")
+  config = _config("runlocal,model.token_reads=split")
   assert model_lib.token_reads(config) == ("pitch", "dense")
   config.model.class_tokens = ("equivariant", "contrastive", "semitone")
   config.losses.cpsd_semitone = dict(config.losses.cpsd.to_dict(), token="semitone", omega=1 / 12)
