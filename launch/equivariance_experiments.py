@@ -353,7 +353,8 @@ EXPERIMENTS = {
     # reads them so, and ties each key's phase to its pitch classes.
     "mt2_s12_split_shared": ("mt2", {**S12, "model.token_reads": "split",
                                      "losses.cpsd.head": "shared"}),
-    # No: gm seed 0 CPSD 1.400 (1.156 with the dense head), zero-shot 0.30.
+    # No: gm seed 0 CPSD 1.400 (1.156 with the dense head), zero-shot 0.30;
+    # seed 1 as the dense head (0.697 vs 0.693).
     # 'dense' (mt2_s12_conread) became the default: on gm, three seeds, CPSD
     # 0.54-0.77 (split 0.67-1.16) and zero-shot 0.54-0.74 (0.46-0.68).
 }
