@@ -330,7 +330,7 @@ EXPERIMENTS = {
     "eq_s12_pc2_split": ("equivariant_only", {**S12, "model.pitch_channels": 2,
                                               "model.token_reads": "split"}),
     # Only the contrastive token restricted (to the dense channels): the
-    # equivariant one reads every channel, as in the defaults.
+    # equivariant one reads every channel, as with 'all'.
     "mt2_s12_conread": ("mt2", {**S12, "model.token_reads": "dense"}),
     "con_s12_conread": ("contrastive_only", {**S12, "model.token_reads": "dense"}),
     "eq_s12_conread": ("equivariant_only", {**S12, "model.token_reads": "dense"}),

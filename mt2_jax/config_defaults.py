@@ -43,8 +43,8 @@ def base_config() -> ml_collections.ConfigDict:
   equivariant one (docs/experiments.md): a hybrid patch embedding (half
   pitch-structured), LayerScale 0.01, the anti-collapse hinge on CPSD, an
   MLP projector for NT-Xent, a class-attention block of its own for each
-  class token (the contrastive token's reading only the dense part of the
-  frame token), and 3x the
+  class token (the contrastive token's block reads only the dense part of
+  the frame token), and 3x the
   learning rate for CPSD's head and its token's class block. The `paper`
   preset restores the paper's reading.
   """
