@@ -174,12 +174,14 @@ def test_centre_windows():
 def test_cross_fit_accuracy_is_honest_about_the_rotation():
   rng = np.random.default_rng(5)
   sig = rng.integers(0, 12, 40)
-  assert diagnostics.cross_fit_accuracy((sig - 5) % 12, sig) == 1.0
-  # Each half needs its own rotation: fitted in-sample that would score 1.0,
-  # cross-fitted it scores 0.
-  peak = np.where(np.arange(40) < 20, sig - 3, sig - 7) % 12
-  assert diagnostics.cross_fit_accuracy(peak, sig) == 0.0
-  assert diagnostics.cross_fit_accuracy(rng.integers(0, 12, 40), sig) < 0.4
+  onehot = np.eye(12)
+  for readout in ("argmax", "phase"):
+    assert diagnostics.cross_fit_accuracy(onehot[(sig - 5) % 12], sig, readout) == 1.0
+    # Each half needs its own rotation: fitted in-sample that would score 1.0,
+    # cross-fitted it scores 0.
+    peak = np.where(np.arange(40) < 20, sig - 3, sig - 7) % 12
+    assert diagnostics.cross_fit_accuracy(onehot[peak], sig, readout) == 0.0
+    assert diagnostics.cross_fit_accuracy(onehot[rng.integers(0, 12, 40)], sig, readout) < 0.4
 
 
 KEYS = ("C major", "A minor", "G major", "E minor", "F# minor", "Bb major", "D major")

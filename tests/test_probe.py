@@ -378,6 +378,27 @@ def test_phase_readout_inverts_the_circle():
     probe.phase_class(eye, 2 / 12)  # No readout: 2 shares a factor with 12.
 
 
+def test_phase_readout_turns_z_by_a_real_angle():
+  """CPSD is blind to any common turn of z. A head whose z sits half a step past each
+  signature's point (mass split between the signature and a fifth above it) reads half
+  the tracks one class off with any of the 12 class rotations; the phase readout's
+  fitted turn (-0.5 step) reads them all, and the argmax readout keeps STONE's rotation."""
+  rows = key_rows()
+  task = probe.task_data("key", rows)
+  sig = np.array([probe.key_signature(int(c)) for c in task.y])
+  rng = np.random.default_rng(3)
+  share = 0.5 + rng.uniform(-0.05, 0.05, sig.size)  # Which side of the half step: by chance.
+  profiles = share[:, None] * np.eye(12)[sig] + (1 - share)[:, None] * np.eye(12)[(sig + 7) % 12]
+  phase = probe.zero_shot_key(task, profiles, "phase")
+  assert phase["key_signature"] == 1.0 and phase["rotation"] == pytest.approx(-0.5, abs=0.05)
+  integer = [np.mean((probe.phase_class(profiles) + r) % 12 == sig) for r in range(12)]
+  assert max(integer) < 0.7  # The readout before session 21.
+  argmax = probe.zero_shot_key(task, profiles)
+  assert argmax["rotation"] == 0 and argmax["key_signature"] < 0.7
+  with pytest.raises(ValueError, match="readout"):
+    probe.fit_rotation(profiles, sig, "mean")
+
+
 def test_scores_keep_their_tracks_and_kinds_of_key_error():
   c, g, am, cm, fs = (probe.key_class(k) for k in ("C major", "G major", "A minor", "C minor",
                                                    "F# major"))

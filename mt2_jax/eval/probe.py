@@ -86,8 +86,9 @@ from mt2_jax.eval.report import (COLUMNS, findings, findings_markdown, markdown,
                                  plot, table, write_report)
 from mt2_jax.eval.tasks import (KEY_ERRORS, SPLITS, TASKS, TaskData, bootstrap_ci, ci_name,
                                 read_examples, score, summarize, task_data, track_scores, usable, valid_rows)
-from mt2_jax.keys import (PITCH_NAMES, ZERO_SHOT_READOUTS, best_rotation, has_phase_readout,
-                          key_class, key_name, key_signature, phase_class)
+from mt2_jax.keys import (PITCH_NAMES, ZERO_SHOT_READOUTS, best_rotation, fit_rotation,
+                          has_phase_readout, key_class, key_name, key_signature, phase_class,
+                          read_signatures)
 
 
 def head_omegas(config) -> dict[str, float]:
@@ -225,9 +226,10 @@ __all__ = [
     "COLUMNS", "KEY_ERRORS", "KK_MAJOR", "KK_MINOR", "PITCH_NAMES", "SPLITS", "TASKS",
     "ZERO_SHOT_READOUTS", "TaskData", "best_rotation", "bootstrap_ci", "ci_name",
     "data_fingerprint", "extract_chroma", "extract_cqt_stats", "extract_features", "extract_mfcc",
-    "findings", "findings_markdown", "fit_linear_probe", "has_phase_readout", "head_omegas",
+    "findings", "findings_markdown", "fit_linear_probe", "fit_rotation", "has_phase_readout", "head_omegas",
     "key_class", "key_name", "key_signature", "kk_key", "kk_key_scores", "linear_r2", "markdown",
     "paired_difference", "phase_class", "plot", "probe_feature", "probe_features", "probe_run",
+    "read_signatures",
     "probe_runs", "read_examples", "reference_rows", "score", "summarize", "table", "task_data",
     "token_similarity", "track_chroma", "track_cqt_stats", "track_mfcc", "track_scores", "usable",
     "valid_rows", "write_report", "zero_shot_key",

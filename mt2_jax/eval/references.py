@@ -34,19 +34,20 @@ KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69,
 
 def zero_shot_key(task: TaskData, profiles: np.ndarray, readout: str = "argmax",
                   omega: float = 7 / 12) -> dict[str, Any]:
-  """The head as a key-signature estimator, + one rotation (0..11) fit on train.
+  """The head as a key-signature estimator, + one rotation fit on train.
 
-  readout: one of keys.ZERO_SHOT_READOUTS ('argmax': STONE's; 'phase': the
-  angle of z on CPSD's circle at omega, keys.readout_class).
-  profiles: [n_rows, 12]. Returns {'key_signature': test accuracy, its interval, 'rotation'}.
+  readout: one of keys.ZERO_SHOT_READOUTS ('argmax': STONE's, rotated by one
+  of 12 classes; 'phase': the angle of z on CPSD's circle at omega, turned by
+  a real angle; keys.fit_rotation). profiles: [n_rows, 12]. Returns
+  {'key_signature': test accuracy, its interval, 'rotation'}.
   """
   x = profiles[task.index]
-  peak = keys.readout_class(x, readout, omega)
   sig = np.array([keys.key_signature(int(c)) for c in task.y])
   train, test = task.split == "train", task.split == "test"
-  r = keys.best_rotation(peak[train], sig[train])
-  return {**summarize({"key_signature": (peak[test] + r) % 12 == sig[test]}, task.index[test]),
-          "rotation": r, "n_train": int(train.sum()), "n_test": int(test.sum())}
+  r = keys.fit_rotation(x[train], sig[train], readout, omega)
+  hits = keys.read_signatures(x[test], r, readout, omega) == sig[test]
+  return {**summarize({"key_signature": hits}, task.index[test]),
+          "rotation": round(r, 3), "n_train": int(train.sum()), "n_test": int(test.sum())}
 
 
 def kk_key_scores(chroma: np.ndarray) -> np.ndarray:

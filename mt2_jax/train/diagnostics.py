@@ -173,26 +173,28 @@ def track_means(values: np.ndarray, track: np.ndarray, num_tracks: int) -> np.nd
   return sums / np.bincount(track, minlength=num_tracks)[:, None]
 
 
-def cross_fit_accuracy(peak: np.ndarray, signature: np.ndarray) -> float:
-  """Key-signature accuracy of (peak + r) mod 12 with r fitted on the other half.
+def cross_fit_accuracy(profiles: np.ndarray, signature: np.ndarray, readout: str = "argmax",
+                       omega: float = 7 / 12) -> float:
+  """Key-signature accuracy of a head's readout with its rotation fitted on the other half.
 
-  The head's index is on an arbitrary rotation of the key signatures. Fitting
-  r (the best of 12) on the tracks it is scored on flatters it, so the tracks
-  are cut in two contiguous halves (in record order: prepare sorts by file
-  name, so the renditions of one piece mostly share a half); r is chosen on
-  one half and scored on the other, both ways.
+  The head's readout is on an arbitrary rotation of the key signatures
+  (keys.fit_rotation). Fitting it on the tracks it is scored on flatters it,
+  so the tracks are cut in two contiguous halves (in record order: prepare
+  sorts by file name, so the renditions of one piece mostly share a half);
+  the rotation is fitted on one half and scored on the other, both ways.
 
   Args:
-    peak: int [n] argmax of each track's mean profile, n >= 2.
+    profiles: [n, 12] each track's mean profile, n >= 2.
     signature: int [n] key signature (tonic of the relative major) 0..11.
+    readout, omega: as keys.read_signatures.
   """
-  peak, signature = np.asarray(peak), np.asarray(signature)
-  first = np.arange(peak.size) < peak.size // 2
+  profiles, signature = np.asarray(profiles), np.asarray(signature)
+  first = np.arange(signature.size) < signature.size // 2
   hits = 0
   for fit in (first, ~first):
-    rotation = keys.best_rotation(peak[fit], signature[fit])
-    hits += np.sum((peak[~fit] + rotation) % keys.NUM_PITCH_CLASSES == signature[~fit])
-  return float(hits / peak.size)
+    rotation = keys.fit_rotation(profiles[fit], signature[fit], readout, omega)
+    hits += np.sum(keys.read_signatures(profiles[~fit], rotation, readout, omega) == signature[~fit])
+  return float(hits / signature.size)
 
 
 def load_eval_windows(data_dir, split: str, crop_bins: int, window: int,
@@ -231,7 +233,7 @@ class ZeroShotKeyEval:
   STONE's zero-shot readout, as `probe.zero_shot_key` but on the fly and
   cross-fitted: each track's centre windows (`load_eval_windows`) go through
   the model (eval mode), its head profiles are averaged over the windows, the
-  argmax is rotated onto key signatures by `cross_fit_accuracy`. The windows
+  readouts are rotated onto key signatures by `cross_fit_accuracy`. The windows
   go in chunks of 3 * batch_size, the train step's forward size (so memory is
   known), the last zero-padded (so it compiles once), sharded like a batch;
   every process holds the whole (small) split and gets the profiles back.
@@ -277,11 +279,11 @@ class ZeroShotKeyEval:
     out = {}
     for name, chunks in parts.items():
       per_track = track_means(np.concatenate(chunks)[:n], self.track, self.signature.size)
-      out[f"{name}_zeroshot_keysig"] = cross_fit_accuracy(per_track.argmax(1), self.signature)
+      out[f"{name}_zeroshot_keysig"] = cross_fit_accuracy(per_track, self.signature)
       omega = self.omegas[name]
       if keys.has_phase_readout(omega):  # The phase readout (keys.phase_class).
         out[f"{name}_zeroshot_keysig_phase"] = cross_fit_accuracy(
-            keys.phase_class(per_track, omega), self.signature)
+            per_track, self.signature, "phase", omega)
     return out
 
 
