@@ -357,6 +357,12 @@ EXPERIMENTS = {
     # seed 1 as the dense head (0.697 vs 0.693).
     # 'dense' (mt2_s12_conread) became the default: on gm, three seeds, CPSD
     # 0.54-0.77 (split 0.67-1.16) and zero-shot 0.54-0.74 (0.46-0.68).
+
+    # Session 21. The phase readout now turns z by a real angle (keys.fit_rotation):
+    # with the 12 class rotations it read 0.57 -> 0.83 for CPSD's parts at 3x
+    # (sessions 10-11). Does the rate still matter when the readout cannot lose
+    # half a step?
+    "mt2_s21_cpsdlr1": ("mt2", {**S12, "model.token_reads": "dense", "losses.cpsd.lr_scale": 1.0}),
 }
 # The curves of docs/experiments_cpsd.png (OUT/cpsd_curves.png); all rows when none ran.
 PLOTTED = ("eq_paper", "eq_hybrid", "eq_hybrid_hinge", "mt2_hybrid", "mt2_hybrid_shiftpos",
