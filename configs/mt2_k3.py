@@ -14,10 +14,10 @@ def get_config(arg=None):
   config = config_defaults.base_config()
   config.model.class_tokens = ("equivariant", "contrastive", "semitone")
   # The same CPSD settings (head, anti-collapse hinge) as `equivariant`'s, on the other circle,
-  # but its head and class block at the base rate: at 3x, like the fifths head's, the fifths
-  # head's zero-shot key readout fell to 0.42-0.58 on the demo's test split (K=2: 0.68-0.74);
-  # at 1x it reads 0.62-0.72 (three seeds each); with model.token_reads 'dense' 0.46 / 0.56 and
-  # 'split' 0.70 / 0.52 (two seeds each; docs/experiments.md, token-count ablation).
+  # its head and class block at the base rate, spelt out: at 3x (while the fifths head's was
+  # at 3x, sessions 10-20) the fifths head's zero-shot key readout fell to 0.42-0.58 on the
+  # demo's test split (K=2: 0.68-0.74), at 1x 0.62-0.72 (three seeds each), as that readout was
+  # read before session 21 (docs/experiments.md, token-count ablation).
   config.losses.cpsd_semitone = dict(config.losses.cpsd.to_dict(), token="semitone", omega=1 / 12,
                                      lr_scale=1.0)
   return config_defaults.apply_arg(config, arg)

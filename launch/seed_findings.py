@@ -9,7 +9,7 @@ seeds. Each seed's runs are `<experiment>_s{seed}` in --runs for the three
 experiments of --experiments (MT2, contrastive-only, equivariant-only; by
 default the demo's three configs at today's defaults), as
 `launch/equivariance_experiments.py
---only=mt2_s12_conread,con_s12_conread,eq_s12_conread --seed=S`
+--only=mt2_s21_cpsdlr1,con_s12_conread,eq_s21_cpsdlr1 --seed=S`
 trains them (seed 0: the demo's own seed). Each seed's runs are probed
 exactly as `mt2 demo` probes its own (demo.stage_probe: the test chorales
 and notes, the untrained model, the references) and the findings are
@@ -32,8 +32,9 @@ import numpy as np
 # The demo's runs, in demo.RUNS order, as experiments (tests/test_demo.py checks they
 # are); session 8: mt2_cait,con_cait,eq_cait; session 11: mt2_cait_eqlr3x,con_cait,eq_cait_eqlr3x;
 # session 12: mt2_cait_eqlr3x_shiftpos,con_cait_shiftpos,eq_cait_eqlr3x; session 19:
-# mt2_s12_split,con_s12_split,eq_s12_split.
-DEFAULTS = "mt2_s12_conread,con_s12_conread,eq_s12_conread"
+# mt2_s12_split,con_s12_split,eq_s12_split; session 20: mt2_s12_conread,con_s12_conread,
+# eq_s12_conread.
+DEFAULTS = "mt2_s21_cpsdlr1,con_s12_conread,eq_s21_cpsdlr1"
 SCORES = ("key", "key_signature", "instrument", "chorale_instrument")
 
 

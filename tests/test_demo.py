@@ -100,9 +100,9 @@ def test_demo_smoke_end_to_end_and_resumes(tmp_path, capsys):
   others = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*_only/metrics.jsonl")}
   demo.stage_train(out, demo.PRESETS["smoke"], out / "data", False, out / "data_val")
   printed = capsys.readouterr().out
-  assert "mt2's settings changed (losses.cpsd.lr_scale: '(unset)' -> 3.0)" in printed
+  assert "mt2's settings changed (losses.cpsd.lr_scale: '(unset)' -> 1.0)" in printed
   assert json.loads((out / "runs" / "mt2.old1" / "config.json").read_text()) == old
-  assert json.loads(config_path.read_text())["losses"]["cpsd"]["lr_scale"] == 3.0
+  assert json.loads(config_path.read_text())["losses"]["cpsd"]["lr_scale"] == 1.0
   assert (out / "runs" / "mt2" / "metrics.jsonl").exists()
   assert {p: p.stat().st_mtime_ns for p in others} == others and len(others) == 2
 

@@ -127,7 +127,7 @@ def test_lr_scale_multiplies_one_parts_updates_and_keeps_the_state_structure():
     assert state == plain_state  # Checkpoints restore whatever the rates.
     return {k: float(np.median(flat(got)[k] / v)) for k, v in flat(want).items()}
 
-  config.losses.cpsd.lr_scale = 3.0  # The default: CPSD's head and its token's class block.
+  config.losses.cpsd.lr_scale = 3.0  # CPSD's head and its token's class block (sessions 10-20's default).
   f = factors(config)
   assert {k for k, v in f.items() if abs(v - 3) < 1e-5} == {
       "['head_cpsd']['dense']['kernel']", "['backbone']['cls_equivariant_block00']['kernel']"}
