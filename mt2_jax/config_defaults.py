@@ -138,7 +138,7 @@ def base_config() -> ml_collections.ConfigDict:
       # spread_weight: weight of losses.circle_spread_hinge(target spread_target); 0: off.
       # lr_scale (any loss; 1 where unset): the learning rate of the loss's head
       # and of its token's class blocks, times the base rate. 1, the paper's one
-      # rate: 3 (the default in sessions 10-20) raised the zero-shot readout as it
+      # rate: 3 (the default in sessions 11-20) raised the zero-shot readout as it
       # was then read, but with the readout fixed it reads as much at 1, and at 1
       # MT2's NT-Xent matches the contrastive-only model's (docs/experiments.md,
       # session 21).
