@@ -229,7 +229,7 @@ __all__ = [
     "findings", "findings_markdown", "fit_linear_probe", "fit_rotation", "has_phase_readout",
     "head_omegas", "key_class", "key_name", "key_signature", "kk_key", "kk_key_scores", "linear_r2",
     "markdown", "paired_difference", "phase_class", "plot", "probe_feature", "probe_features",
-    "probe_run", "probe_runs", "read_examples", "read_signatures", "reference_rows", "score", "summarize", "table", "task_data",
-    "token_similarity", "track_chroma", "track_cqt_stats", "track_mfcc", "track_scores", "usable",
+    "probe_run", "probe_runs", "read_examples", "read_signatures", "reference_rows", "score",
+    "summarize", "table", "task_data", "token_similarity", "track_chroma", "track_cqt_stats", "track_mfcc", "track_scores", "usable",
     "valid_rows", "write_report", "zero_shot_key",
 ]
