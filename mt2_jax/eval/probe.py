@@ -230,6 +230,6 @@ __all__ = [
     "head_omegas", "key_class", "key_name", "key_signature", "kk_key", "kk_key_scores", "linear_r2",
     "markdown", "paired_difference", "phase_class", "plot", "probe_feature", "probe_features",
     "probe_run", "probe_runs", "read_examples", "read_signatures", "reference_rows", "score",
-    "summarize", "table", "task_data", "token_similarity", "track_chroma", "track_cqt_stats", "track_mfcc", "track_scores", "usable",
-    "valid_rows", "write_report", "zero_shot_key",
+    "summarize", "table", "task_data", "token_similarity", "track_chroma", "track_cqt_stats",
+    "track_mfcc", "track_scores", "usable", "valid_rows", "write_report", "zero_shot_key",
 ]
