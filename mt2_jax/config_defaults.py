@@ -139,8 +139,9 @@ def base_config() -> ml_collections.ConfigDict:
       # lr_scale (any loss; 1 where unset): the learning rate of the loss's head
       # and of its token's class blocks, times the base rate. 1, the paper's one
       # rate: 3 (the default in sessions 11-20) raised the zero-shot readout as it
-      # was then read, but with the readout fixed it reads as much at 1, and at 1
-      # MT2's NT-Xent matches the contrastive-only model's (docs/experiments.md,
+      # was then read; with the readout fixed it reads as much at 1 on the dry
+      # corpus, where 1 brings MT2's NT-Xent level with the contrastive-only
+      # model's; on gm 3 gives the equivariant half more (docs/experiments.md,
       # session 21).
       cpsd=dict(kind="cpsd", token="equivariant", weight=1.0, omega=7 / 12, head="dense",
                 spread_weight=1.0, spread_target=0.5, lr_scale=1.0),
